@@ -154,7 +154,13 @@ pub struct EnrollHostArgs {
 pub struct CertArgs {
     /// Validity: `10m` (now − backdate … now + 10m), or ssh-keygen's forms: `+10m`, `-5m:+60m`,
     /// `20261204:20261205`. Units s m h d w. Over 24h needs --allow-long-validity.
-    #[arg(short = 'V', long, default_value = "10m", value_name = "VALIDITY")]
+    #[arg(
+        short = 'V',
+        long,
+        default_value = "10m",
+        value_name = "VALIDITY",
+        allow_hyphen_values = true
+    )]
     pub validity: String,
 
     /// How far before now the certificate starts, for hosts whose clock is behind.
@@ -241,7 +247,13 @@ pub struct ConnectArgs {
     pub principal: Option<String>,
 
     /// Validity of a newly issued certificate (see `issue -V`).
-    #[arg(short = 'V', long, default_value = "10m", value_name = "VALIDITY")]
+    #[arg(
+        short = 'V',
+        long,
+        default_value = "10m",
+        value_name = "VALIDITY",
+        allow_hyphen_values = true
+    )]
     pub validity: String,
 
     /// ssh port.
