@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::{Ctx, out};
 use crate::cli::TokenCommand;
-use crate::token::TokenInfo;
+use crate::token::{SecurityKey, TokenError, TokenInfo, TokenSpec, hid};
 use crate::ui;
 
 pub fn run(cmd: &TokenCommand, ctx: &Ctx) -> Result<ExitCode> {
@@ -17,12 +17,25 @@ pub fn run(cmd: &TokenCommand, ctx: &Ctx) -> Result<ExitCode> {
 }
 
 fn list(ctx: &Ctx, json: bool) -> Result<ExitCode> {
-    let token = ctx.open_token()?;
-    let info = token.info()?;
+    let infos = match &ctx.token {
+        // With the default spec, list every key plugged in: this is where a user goes when the
+        // "several keys" error sends them to pick one with --token hid:<path>.
+        TokenSpec::Hid => {
+            let devices = hid::devices()?;
+            if devices.is_empty() {
+                return Err(TokenError::NoDevice.into());
+            }
+            devices
+                .iter()
+                .map(|d| hid::HidToken::open(Some(&d.path)).and_then(|t| t.info()))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        _ => vec![ctx.open_token()?.info()?],
+    };
     if json {
-        out(format!("{}\n", serde_json::to_string_pretty(&[&info])?))?;
+        out(format!("{}\n", serde_json::to_string_pretty(&infos)?))?;
     } else {
-        out(render(&info))?;
+        out(infos.iter().map(render).collect::<Vec<_>>().join("\n"))?;
     }
     Ok(ExitCode::SUCCESS)
 }
