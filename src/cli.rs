@@ -293,38 +293,50 @@ pub struct DemoArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 every host passed; 1 a host did not pass (or, with \
+--status, a drill is stale or none is recorded); 2 usage error."
+)]
 pub struct DrillArgs {
-    /// Hosts to test, as [USER@]HOST.
-    #[arg(value_name = "[USER@]HOST")]
+    /// Hosts to test, as USER@HOST or ssh://USER@HOST[:PORT]. The user is required: the
+    /// certificate is made for exactly the accounts named.
+    #[arg(value_name = "USER@HOST")]
     pub hosts: Vec<String>,
 
-    /// Read more hosts from a file, one per line (`#` comments allowed).
+    /// Read more hosts from a file (`-`: stdin), one per line (`#` comments allowed).
     #[arg(long, value_name = "FILE")]
     pub hosts_file: Option<PathBuf>,
 
-    /// ssh port.
+    /// ssh port (overrides a port in ssh:// destinations, as in ssh).
     #[arg(short = 'p', value_name = "PORT")]
     pub port: Option<u16>,
 
-    /// ssh option, as `ssh -o` (repeatable).
+    /// ssh option, as `ssh -o` (repeatable). Your ssh config is used too, but the drill's own
+    /// settings (BatchMode, ConnectTimeout, IdentitiesOnly, no agent, no connection sharing,
+    /// LogLevel) come first and win.
     #[arg(short = 'o', value_name = "SSH_OPTION")]
     pub ssh_options: Vec<String>,
 
-    /// Hosts to try at the same time.
+    /// Hosts to try at the same time. The certificate lasts 60 seconds: a large list needs
+    /// enough of them.
     #[arg(short = 'j', long, default_value_t = 8, value_name = "N")]
     pub jobs: usize,
 
-    /// Seconds to wait for each connection.
+    /// Seconds to wait for each connection (ssh ConnectTimeout).
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub timeout: u64,
 
     /// List hosts with the age of their last good drill instead of running one.
-    #[arg(long, conflicts_with_all = ["hosts", "hosts_file"])]
+    #[arg(
+        long,
+        conflicts_with_all = ["hosts", "hosts_file", "port", "ssh_options", "jobs", "timeout"]
+    )]
     pub status: bool,
 
-    /// With --status: flag hosts whose last good drill is older than this many days.
-    #[arg(long, default_value_t = 30, value_name = "DAYS")]
-    pub max_age_days: u64,
+    /// With --status: flag hosts whose last good drill is older than this many days
+    /// [default: 30].
+    #[arg(long, value_name = "DAYS")]
+    pub max_age_days: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
