@@ -1623,7 +1623,8 @@ pub fn emit_ansible(keys: &[CaKey], config: &str, ca_dest: &str) -> String {
       changed_when: false
     - name: Find the TrustedUserCAKeys file already in effect
       ansible.builtin.set_fact:
-        sshbreak_ca_effective: "{{ (sshbreak_sshd_t.stdout | regex_search('(?m)^trustedusercakeys (.+)$', '\\1') or ['none']) | first }}"
+        sshbreak_ca_effective: >-
+          {{ (sshbreak_sshd_t.stdout | regex_search('(?m)^trustedusercakeys (.+)$', '\\1') or ['none']) | first }}
     - name: Add the CA keys to the TrustedUserCAKeys file already in effect
       ansible.builtin.lineinfile:
         path: "{{ sshbreak_ca_effective }}"
@@ -1637,7 +1638,8 @@ pub fn emit_ansible(keys: &[CaKey], config: &str, ca_dest: &str) -> String {
     - name: Install the CA bundle
       ansible.builtin.copy:
         dest: "{{ sshbreak_ca_dest }}"
-        content: "{{ sshbreak_ca_keys | join('\n') }}\n"
+        content: >-
+          {{ (sshbreak_ca_keys + ['']) | join('\n') }}
         owner: root
         group: root
         mode: "0644"
@@ -1656,7 +1658,7 @@ pub fn emit_ansible(keys: &[CaKey], config: &str, ca_dest: &str) -> String {
         argv: [/usr/sbin/sshd, -T, -f, "{{ sshbreak_sshd_config }}"]
       register: sshbreak_sshd_t_after
       changed_when: false
-      failed_when: sshbreak_sshd_t_after.rc != 0 or ('\ntrustedusercakeys none\n' in ('\n' + sshbreak_sshd_t_after.stdout + '\n'))
+      failed_when: sshbreak_sshd_t_after.rc != 0 or sshbreak_sshd_t_after.stdout is search('(?m)^trustedusercakeys none$')
   handlers:
     - name: Reload sshd
       ansible.builtin.service:

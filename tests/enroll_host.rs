@@ -1,0 +1,666 @@
+//! `sshbreak enroll-host` against temporary sshd configuration trees, checked with the real
+//! `sshd -t` / `sshd -T` and by logging in to a throwaway sshd on 127.0.0.1 — locally (`--local`),
+//! over ssh to two loopback sshds in parallel, and through the `--emit` outputs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Env, SSHD, Sshd, run, text, whoami};
+use tempfile::TempDir;
+
+/// A user no test runs as, for Match blocks that must not apply to the test login.
+const OTHER_USER: &str = "sshbreak-nobody";
+/// How long to wait for sshd to come back after a SIGHUP.
+const RELOAD_GRACE: Duration = Duration::from_secs(10);
+
+/// A temporary sshd configuration tree: host key, config file and room for CA files.
+struct Tree {
+    dir: TempDir,
+}
+
+impl Tree {
+    /// `head` goes before the base settings (e.g. an Include, or directives that must win),
+    /// `tail` after them (e.g. a Match block).
+    fn new(head: &str, tail: &str) -> Tree {
+        let dir = tempfile::tempdir().unwrap();
+        let host_key = dir.path().join("host_ed25519");
+        let kg = run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host_key));
+        assert!(kg.status.success(), "ssh-keygen: {}", text(&kg));
+        let head = head.replace("@DIR@", &dir.path().display().to_string());
+        let tail = tail.replace("@DIR@", &dir.path().display().to_string());
+        let config = format!("{head}{}{tail}", Sshd::base_config(dir.path(), &host_key));
+        fs::write(dir.path().join("sshd_config"), config).unwrap();
+        Tree { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config(&self) -> PathBuf {
+        self.path("sshd_config")
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.path("ca.pub")
+    }
+
+    /// Start sshd on this tree; the tree lives on inside the returned server.
+    fn start(self) -> Sshd {
+        let config = self.config();
+        Sshd::start_config(self.dir, config)
+    }
+}
+
+/// Every file under `dir` with its bytes and mode, but not what a running sshd writes.
+fn files(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name == "sshd.log" || name == "sshd.pid" {
+                continue;
+            }
+            let meta = fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(
+                    p.clone(),
+                    (fs::read(&p).unwrap(), meta.permissions().mode()),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn sshd_t(config: &Path) -> Output {
+    run(Command::new(SSHD).arg("-t").arg("-f").arg(config))
+}
+
+/// `sshd -T` for the global configuration or, with `conn`, for one connection (`-C`).
+fn effective_ca(config: &Path, conn: Option<&str>) -> String {
+    let mut cmd = Command::new(SSHD);
+    cmd.arg("-T").arg("-f").arg(config);
+    if let Some(c) = conn {
+        cmd.arg("-C").arg(c);
+    }
+    let out = run(&mut cmd);
+    assert!(out.status.success(), "sshd -T: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("trustedusercakeys "))
+        .unwrap_or("")
+        .to_string()
+}
+
+fn enroll(env: &Env, tree_config: &Path, ca: &Path, extra: &[&str]) -> Output {
+    env.cmd()
+        .args(["enroll-host", "--local", "--sshd-config"])
+        .arg(tree_config)
+        .arg("--ca-dest")
+        .arg(ca)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A certificate from `sshbreak issue` for the user the tests run as.
+fn issue(env: &Env, name: &str) -> (PathBuf, PathBuf) {
+    let key = env.dir.path().join(name);
+    let out = env
+        .cmd()
+        .args(["issue", "-n", &whoami(), "-V", "10m", "-o"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "issue: {}", text(&out));
+    let cert = PathBuf::from(format!("{}-cert.pub", key.display()));
+    (key, cert)
+}
+
+/// A certificate signed by `ssh-keygen -s` with a CA that has nothing to do with sshbreak.
+fn foreign_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca = dir.join("corp_ca");
+    let key = dir.join("corp_user");
+    for k in [&ca, &key] {
+        let out = run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "corp", "-f"])
+            .arg(k));
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = run(Command::new("ssh-keygen")
+        .arg("-q")
+        .arg("-s")
+        .arg(&ca)
+        .args(["-I", "corp-test", "-n", &whoami(), "-V", "-5m:+10m"])
+        .arg(format!("{}.pub", key.display())));
+    assert!(out.status.success(), "ssh-keygen -s: {}", text(&out));
+    let cert = PathBuf::from(format!("{}-cert.pub", key.display()));
+    (PathBuf::from(format!("{}.pub", ca.display())), key, cert)
+}
+
+/// Log in, allowing for sshd re-executing itself after a reload.
+fn login(sshd: &Sshd, key: &Path, cert: &Path) {
+    let deadline = Instant::now() + RELOAD_GRACE;
+    loop {
+        let out = sshd.ssh(&whoami(), key, cert, "echo in");
+        if out.status.success() {
+            assert_eq!(stdout(&out).trim(), "in");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "login failed: {}\nsshd log:\n{}",
+            text(&out),
+            sshd.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn debian_tree() -> Tree {
+    let tree = Tree::new(
+        "Include @DIR@/sshd_config.d/*.conf\n",
+        &format!("Match User {OTHER_USER}\n  X11Forwarding no\n"),
+    );
+    fs::create_dir(tree.path("sshd_config.d")).unwrap();
+    fs::write(
+        tree.path("sshd_config.d/50-local.conf"),
+        "ClientAliveInterval 30\n",
+    )
+    .unwrap();
+    tree
+}
+
+#[test]
+fn debian_layout_enrolls_logs_in_and_a_second_run_changes_nothing() {
+    let env = Env::new();
+    env.init_ca();
+    let tree = debian_tree();
+    let main_before = fs::read(tree.config()).unwrap();
+
+    let out = enroll(&env, &tree.config(), &tree.ca(), &["--no-reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("local: enrolled"), "{}", text(&out));
+    assert!(sshd_t(&tree.config()).status.success());
+    // A drop-in in the included folder; the main file is untouched.
+    assert_eq!(fs::read(tree.config()).unwrap(), main_before);
+    let drop_in = fs::read_to_string(tree.path("sshd_config.d/00-sshbreak.conf")).unwrap();
+    assert!(
+        drop_in.contains("# added by sshbreak enroll-host"),
+        "{drop_in}"
+    );
+    assert_eq!(
+        effective_ca(&tree.config(), None),
+        tree.ca().display().to_string()
+    );
+    let ca_meta = fs::metadata(tree.ca()).unwrap();
+    assert_eq!(ca_meta.permissions().mode() & 0o777, 0o644);
+    // No copies or temporary files are left behind.
+    for (p, _) in files(tree.dir.path()) {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !name.contains("sshbreak-bak") && !name.contains("sshbreak-new"),
+            "{name}"
+        );
+    }
+
+    let before = files(tree.dir.path());
+    let out = enroll(&env, &tree.config(), &tree.ca(), &["--no-reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("already enrolled"), "{}", text(&out));
+    assert_eq!(files(tree.dir.path()), before, "a second run changed files");
+
+    let sshd = tree.start();
+    let (key, cert) = issue(&env, "login");
+    login(&sshd, &key, &cert);
+}
+
+#[test]
+fn without_include_the_directive_stays_out_of_the_match_block() {
+    let env = Env::new();
+    env.init_ca();
+    let tree = Tree::new(
+        "",
+        &format!("Match User {OTHER_USER}\n  X11Forwarding no\n"),
+    );
+    let config = tree.config();
+    let ca = tree.ca();
+    // Running sshd first: enroll reloads it through its PidFile (SIGHUP), keeping sessions.
+    let sshd = tree.start();
+    let out = enroll(&env, &config, &ca, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("SIGHUP"), "{}", text(&out));
+
+    let text_after = fs::read_to_string(&config).unwrap();
+    let directive = text_after.find("TrustedUserCAKeys").unwrap();
+    let block = text_after.find("Match User").unwrap();
+    assert!(directive < block, "{text_after}");
+    let ca_s = ca.display().to_string();
+    assert_eq!(effective_ca(&config, None), ca_s);
+    let me = format!("user={},host=localhost,addr=127.0.0.1", whoami());
+    assert_eq!(effective_ca(&config, Some(&me)), ca_s);
+    let other = format!("user={OTHER_USER},host=localhost,addr=127.0.0.1");
+    assert_eq!(effective_ca(&config, Some(&other)), ca_s);
+
+    let (key, cert) = issue(&env, "login");
+    login(&sshd, &key, &cert);
+}
+
+#[test]
+fn a_host_that_trusts_another_ca_keeps_it_and_gains_sshbreak() {
+    let env = Env::new();
+    env.init_ca();
+    let tree = Tree::new("TrustedUserCAKeys @DIR@/corp_ca.pub\n", "");
+    let (corp_ca_pub, corp_key, corp_cert) = foreign_cert(env.dir.path());
+    let corp_file = tree.path("corp_ca.pub");
+    fs::copy(&corp_ca_pub, &corp_file).unwrap();
+    let corp_before = fs::read_to_string(&corp_file).unwrap();
+    let config_before = fs::read(tree.config()).unwrap();
+    let (config, ca) = (tree.config(), tree.ca());
+    let sshd = tree.start();
+    login(&sshd, &corp_key, &corp_cert);
+
+    let out = enroll(&env, &config, &ca, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("already in effect"), "{}", text(&out));
+    // The keys went into the file in effect; no second TrustedUserCAKeys, no file at --ca-dest.
+    assert_eq!(fs::read(&config).unwrap(), config_before);
+    assert!(!ca.exists());
+    let corp_after = fs::read_to_string(&corp_file).unwrap();
+    assert!(corp_after.starts_with(&corp_before), "{corp_after}");
+    assert_eq!(
+        corp_after
+            .lines()
+            .filter(|l| l.starts_with("sk-ecdsa"))
+            .count(),
+        1
+    );
+
+    login(&sshd, &corp_key, &corp_cert);
+    let (key, cert) = issue(&env, "login");
+    login(&sshd, &key, &cert);
+}
+
+#[test]
+fn a_config_sshd_already_rejects_is_refused_and_left_alone() {
+    let env = Env::new();
+    env.init_ca();
+    let tree = Tree::new("", "NoSuchKeyword yes\n");
+    assert!(!sshd_t(&tree.config()).status.success());
+    let before = files(tree.dir.path());
+    let out = enroll(&env, &tree.config(), &tree.ca(), &["--no-reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains("refused") && said.contains("sshd -t"),
+        "{said}"
+    );
+    assert!(said.contains("nothing was changed"), "{said}");
+    assert_eq!(files(tree.dir.path()), before);
+}
+
+#[test]
+fn a_failure_after_writing_restores_the_originals_byte_for_byte() {
+    let env = Env::new();
+    env.init_ca();
+
+    // Injected: the test-only hook fails the run after the files are written and checked.
+    let tree = debian_tree();
+    let before = files(tree.dir.path());
+    let out = env
+        .cmd()
+        .env("SSHBREAK_TEST_FAIL_AFTER_WRITE", "1")
+        .args(["enroll-host", "--local", "--no-reload", "--sshd-config"])
+        .arg(tree.config())
+        .arg("--ca-dest")
+        .arg(tree.ca())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("restored the original files"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(files(tree.dir.path()), before);
+
+    // For real: an included file read before sshbreak's drop-in says `TrustedUserCAKeys none`, so
+    // the confirming `sshd -T` still shows no CA file after the write.
+    let tree = debian_tree();
+    fs::write(
+        tree.path("sshd_config.d/00-aaa-off.conf"),
+        "TrustedUserCAKeys none\n",
+    )
+    .unwrap();
+    let before = files(tree.dir.path());
+    let out = enroll(&env, &tree.config(), &tree.ca(), &["--no-reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = stdout(&out);
+    assert!(said.contains("no TrustedUserCAKeys in effect"), "{said}");
+    assert!(said.contains("restored the original files"), "{said}");
+    assert_eq!(files(tree.dir.path()), before);
+}
+
+#[test]
+fn dry_run_shows_a_diff_and_remove_takes_everything_back_out() {
+    let env = Env::new();
+    env.init_ca();
+    let tree = Tree::new(
+        "",
+        &format!("Match User {OTHER_USER}\n  X11Forwarding no\n"),
+    );
+    let before = files(tree.dir.path());
+    let out = enroll(&env, &tree.config(), &tree.ca(), &["--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains(&format!("+++ {}", tree.ca().display())),
+        "{said}"
+    );
+    assert!(said.contains("+TrustedUserCAKeys "), "{said}");
+    assert!(said.contains("@@ -"), "{said}");
+    assert!(said.contains("dry run, nothing changed"), "{said}");
+    assert_eq!(files(tree.dir.path()), before);
+
+    let out = enroll(&env, &tree.config(), &tree.ca(), &["--no-reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = enroll(
+        &env,
+        &tree.config(),
+        &tree.ca(),
+        &["--no-reload", "--remove"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("removed"), "{}", text(&out));
+    assert_eq!(
+        files(tree.dir.path()),
+        before,
+        "remove left something behind"
+    );
+    let out = enroll(
+        &env,
+        &tree.config(),
+        &tree.ca(),
+        &["--no-reload", "--remove"],
+    );
+    assert!(stdout(&out).contains("not enrolled"), "{}", text(&out));
+}
+
+/// A loopback sshd that admits `client_key` for the test user (for the remote mode's own ssh).
+fn remote_tree(client_pub: &Path, debian: bool) -> Tree {
+    let head = if debian {
+        "Include @DIR@/sshd_config.d/*.conf\nAuthorizedKeysFile @DIR@/authorized_keys\n"
+    } else {
+        "AuthorizedKeysFile @DIR@/authorized_keys\n"
+    };
+    let tree = Tree::new(
+        head,
+        &format!("Match User {OTHER_USER}\n  X11Forwarding no\n"),
+    );
+    if debian {
+        fs::create_dir(tree.path("sshd_config.d")).unwrap();
+    }
+    fs::copy(client_pub, tree.path("authorized_keys")).unwrap();
+    tree
+}
+
+#[test]
+fn remote_mode_enrolls_two_hosts_in_parallel() {
+    let env = Env::new();
+    env.init_ca();
+    let client = env.dir.path().join("client_ed25519");
+    let out = run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&client));
+    assert!(out.status.success());
+    let client_pub = PathBuf::from(format!("{}.pub", client.display()));
+
+    let trees = [
+        remote_tree(&client_pub, true),
+        remote_tree(&client_pub, false),
+    ];
+    let paths: Vec<(PathBuf, PathBuf, PathBuf)> = trees
+        .iter()
+        .map(|t| (t.dir.path().to_path_buf(), t.config(), t.ca()))
+        .collect();
+    let originals: Vec<_> = paths.iter().map(|(d, _, _)| files(d)).collect();
+    let servers: Vec<Sshd> = trees.into_iter().map(Tree::start).collect();
+    let hosts_file = env.dir.path().join("hosts");
+    let mut lines = String::from("# two loopback sshds\n\n");
+    for (s, (_, config, ca)) in servers.iter().zip(&paths) {
+        lines += &format!(
+            "ssh://{}@127.0.0.1:{} sshd_config={} ca_dest={}\n",
+            whoami(),
+            s.port,
+            config.display(),
+            ca.display()
+        );
+    }
+    fs::write(&hosts_file, lines).unwrap();
+    let remote = |extra: &[&str], fail_after_write: bool| {
+        let mut cmd = env.cmd();
+        if fail_after_write {
+            cmd.env("SSHBREAK_TEST_FAIL_AFTER_WRITE", "1");
+        }
+        cmd.arg("enroll-host")
+            .arg("--hosts-file")
+            .arg(&hosts_file)
+            .args(["-j", "2"]);
+        for o in [
+            format!("IdentityFile={}", client.display()),
+            "IdentitiesOnly=yes".into(),
+            "IdentityAgent=none".into(),
+            "StrictHostKeyChecking=no".into(),
+            "UserKnownHostsFile=/dev/null".into(),
+            "GlobalKnownHostsFile=/dev/null".into(),
+            "LogLevel=ERROR".into(),
+            "ConnectTimeout=10".into(),
+        ] {
+            cmd.arg("-o").arg(o);
+        }
+        cmd.args(extra).output().unwrap()
+    };
+    let unchanged = || {
+        for ((d, _, _), orig) in paths.iter().zip(&originals) {
+            assert_eq!(&files(d), orig, "{} changed", d.display());
+        }
+    };
+
+    let out = remote(&["--dry-run"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = stdout(&out);
+    assert_eq!(
+        said.matches("dry run, nothing changed").count(),
+        2,
+        "{said}"
+    );
+    assert!(said.contains("00-sshbreak.conf"), "{said}");
+    unchanged();
+
+    // The transaction script's rollback, on the far side.
+    let out = remote(&[], true);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        stdout(&out).matches("restored the original files").count(),
+        2,
+        "{}",
+        text(&out)
+    );
+    unchanged();
+
+    let out = remote(&[], false);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = stdout(&out);
+    assert_eq!(said.matches(": enrolled (").count(), 2, "{said}");
+    assert_eq!(said.matches("SIGHUP").count(), 2, "{said}");
+    for (_, config, ca) in &paths {
+        assert!(sshd_t(config).status.success());
+        assert_eq!(effective_ca(config, None), ca.display().to_string());
+    }
+    let (key, cert) = issue(&env, "login");
+    for s in &servers {
+        login(s, &key, &cert);
+    }
+
+    let out = remote(&[], false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        stdout(&out).matches("already enrolled").count(),
+        2,
+        "{}",
+        text(&out)
+    );
+
+    let out = remote(&["--remove"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        stdout(&out).matches(": removed (").count(),
+        2,
+        "{}",
+        text(&out)
+    );
+    unchanged();
+}
+
+#[test]
+fn destinations_that_look_like_options_are_refused() {
+    let env = Env::new();
+    env.init_ca();
+    let out = env
+        .cmd()
+        .args(["enroll-host", "--", "-oProxyCommand=touch /tmp/pwned"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("starts with `-`"),
+        "{}",
+        text(&out)
+    );
+}
+
+fn emit(env: &Env, format: &str, tree: &Tree) -> String {
+    let out = env
+        .cmd()
+        .args(["enroll-host", "--emit", format, "--sshd-config"])
+        .arg(tree.config())
+        .arg("--ca-dest")
+        .arg(tree.ca())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    stdout(&out)
+}
+
+/// Parse YAML with PyYAML (part of this project's machine image) and run `check` on the result.
+fn yaml_check(doc: &str, check: &str) {
+    let script =
+        format!("import sys, yaml\ndoc = yaml.safe_load(sys.stdin.read())\n{check}\nprint('ok')\n");
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed to validate YAML");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(doc.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && stdout(&out).trim() == "ok",
+        "YAML check failed: {}\n{doc}",
+        text(&out)
+    );
+}
+
+#[test]
+fn emitted_ansible_and_cloud_init_are_valid_yaml() {
+    let env = Env::new();
+    env.init_ca();
+    let tree = debian_tree();
+    let ansible = emit(&env, "ansible", &tree);
+    yaml_check(
+        &ansible,
+        "play = doc[0]\n\
+         assert play['hosts'] == 'all' and play['become'] is True\n\
+         mods = [next(k for k in t if k.startswith('ansible.builtin.')) for t in play['tasks']]\n\
+         assert 'ansible.builtin.blockinfile' in mods and 'ansible.builtin.copy' in mods, mods\n\
+         block = next(t['ansible.builtin.blockinfile'] for t in play['tasks'] if 'ansible.builtin.blockinfile' in t)\n\
+         assert block['validate'] == '/usr/sbin/sshd -t -f %s', block\n\
+         assert play['handlers'][0]['ansible.builtin.service']['state'] == 'reloaded'\n\
+         assert all(k.startswith('sk-ecdsa-sha2-nistp256@openssh.com ') for k in play['vars']['sshbreak_ca_keys'])",
+    );
+    let cloud = emit(&env, "cloud-init", &tree);
+    assert!(cloud.starts_with("#cloud-config\n"), "{cloud}");
+    yaml_check(
+        &cloud,
+        "f = doc['write_files'][0]\n\
+         assert f['content'].startswith('#!/bin/sh\\n'), f\n\
+         assert 'sshd -t' in f['content'] or '-t -f' in f['content']\n\
+         assert doc['runcmd'] == [['sh', f['path']]], doc['runcmd']",
+    );
+}
+
+#[test]
+fn the_emitted_shell_script_enrolls_once_and_then_changes_nothing() {
+    let env = Env::new();
+    env.init_ca();
+    for (n, tree) in [
+        debian_tree(),
+        Tree::new(
+            "",
+            &format!("Match User {OTHER_USER}\n  X11Forwarding no\n"),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let script = env.dir.path().join("enroll.sh");
+        fs::write(&script, emit(&env, "shell", &tree)).unwrap();
+        let out = run(Command::new("sh").arg(&script));
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(stdout(&out).contains("enrolled"), "{}", text(&out));
+        let config = tree.config();
+        assert!(sshd_t(&config).status.success());
+        assert_eq!(effective_ca(&config, None), tree.ca().display().to_string());
+        let me = format!("user={},host=localhost,addr=127.0.0.1", whoami());
+        assert_eq!(
+            effective_ca(&config, Some(&me)),
+            tree.ca().display().to_string()
+        );
+        let before = files(tree.dir.path());
+        let out = run(Command::new("sh").arg(&script));
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(stdout(&out).contains("already enrolled"), "{}", text(&out));
+        assert_eq!(files(tree.dir.path()), before);
+        // sshbreak itself agrees.
+        let out = enroll(&env, &config, &tree.ca(), &["--no-reload"]);
+        assert!(stdout(&out).contains("already enrolled"), "{}", text(&out));
+        let sshd = tree.start();
+        let (key, cert) = issue(&env, &format!("login{n}"));
+        login(&sshd, &key, &cert);
+    }
+}
