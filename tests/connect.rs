@@ -69,7 +69,15 @@ fn connect_issues_once_then_reuses_and_passes_the_exit_status_through() {
     // -n for another principal issues a new certificate, which this host refuses for our user.
     let other = env
         .cmd()
-        .args(["connect", "-n", "nobody-here", "-p", &sshd.port.to_string()])
+        .args([
+            "connect",
+            "-F",
+            "none",
+            "-n",
+            "nobody-here",
+            "-p",
+            &sshd.port.to_string(),
+        ])
         .args([
             "-o",
             "StrictHostKeyChecking=no",
