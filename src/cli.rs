@@ -87,8 +87,22 @@ pub struct InitCaArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Hosts file: one host a line, `DEST [sshd_config=PATH] [ca_dest=PATH]`, where DEST is \
+[USER@]HOST or ssh://[USER@]HOST[:PORT] and the optional fields override --sshd-config and \
+--ca-dest for that host; `#` starts a comment.
+
+What it does on each host: checks OpenSSH >= 8.2 and that `sshd -t` accepts the current config \
+(else refuses, changing nothing); adds the bundle's keys to the TrustedUserCAKeys file already in \
+effect, or installs the bundle at --ca-dest and adds `TrustedUserCAKeys` where it is global (a \
+drop-in 00-sshbreak.conf in a folder the config includes before any Match, else before the first \
+Match); writes atomically, then requires `sshd -t` to pass and `sshd -T` to show every key trusted, \
+restoring the original files otherwise; reloads sshd (systemctl for /etc/ssh/sshd_config, else \
+SIGHUP to its PidFile) without dropping sessions. A second run changes nothing.
+
+Exit status: 0 every host ended enrolled (or removed); 1 a host was refused or failed; 2 usage.")]
 pub struct EnrollHostArgs {
-    /// Hosts to enroll, as [USER@]HOST, over your normal ssh.
+    /// Hosts to enroll over your normal ssh, as [USER@]HOST or ssh://[USER@]HOST[:PORT].
     #[arg(value_name = "[USER@]HOST")]
     pub hosts: Vec<String>,
 
@@ -96,11 +110,13 @@ pub struct EnrollHostArgs {
     #[arg(long, conflicts_with_all = ["hosts", "hosts_file", "emit"])]
     pub local: bool,
 
-    /// Read more hosts from a file, one per line (`#` comments allowed).
+    /// Read more hosts from a file (format below).
     #[arg(long, value_name = "FILE")]
     pub hosts_file: Option<PathBuf>,
 
-    /// Print the change for configuration-management tools instead of applying it.
+    /// Print the same change for hosts managed elsewhere instead of applying it: a POSIX sh
+    /// script, a cloud-init user-data snippet, or an Ansible playbook (tasks with `sshd -t -f %s`
+    /// validation and a reload handler).
     #[arg(long, value_name = "FORMAT", value_parser = ["shell", "cloud-init", "ansible"])]
     pub emit: Option<String>,
 
@@ -124,11 +140,13 @@ pub struct EnrollHostArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Take sshbreak's CA keys and directive back out.
+    /// Take sshbreak's CA keys and directive back out (keeping a TrustedUserCAKeys line that
+    /// still serves other CA keys).
     #[arg(long)]
     pub remove: bool,
 
-    /// Run a drill against each host after enrolling it (one touch for the whole run).
+    /// After enrolling, drill every enrolled host with `sshbreak drill` (one touch for the whole
+    /// run); a host whose drill does not pass counts as failed.
     #[arg(long)]
     pub verify: bool,
 
@@ -136,7 +154,7 @@ pub struct EnrollHostArgs {
     #[arg(short = 'j', long, default_value_t = 8, value_name = "N")]
     pub jobs: usize,
 
-    /// Use sudo on the remote side.
+    /// Run the remote side through `sudo -n` (needs NOPASSWD).
     #[arg(long)]
     pub sudo: bool,
 

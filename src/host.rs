@@ -628,8 +628,28 @@ pub fn plan(snap: &Snapshot, req: &Request) -> std::result::Result<Plan, String>
     }
 }
 
+/// Lines (1-based) of `TrustedUserCAKeys` inside Match blocks: they override the global value for
+/// the connections they match, which sshbreak leaves alone but mentions.
+fn conditional_ca_lines(config: &str) -> Vec<usize> {
+    let lines = lines_keep_ends(config);
+    let Some(start) = first_match(&lines) else {
+        return Vec::new();
+    };
+    (start..lines.len())
+        .filter(|&i| directive(lines[i]).is_some_and(|d| d.keyword == "trustedusercakeys"))
+        .map(|i| i + 1)
+        .collect()
+}
+
 fn plan_enroll(snap: &Snapshot, req: &Request, config: &str) -> std::result::Result<Plan, String> {
     let mut plan = Plan::default();
+    for no in conditional_ca_lines(config) {
+        plan.notes.push(format!(
+            "{} line {no}: a TrustedUserCAKeys inside a Match block replaces the global one for the \
+             connections it matches; those logins will not accept sshbreak certificates",
+            req.config
+        ));
+    }
     let n = req.keys.len();
     if let Some(path) = effective_ca_file(&snap.dump) {
         // Only the first TrustedUserCAKeys counts: the keys must go into the file already in effect.
@@ -1610,6 +1630,14 @@ pub fn emit_ansible(keys: &[CaKey], config: &str, ca_dest: &str) -> String {
     for k in keys {
         let _ = writeln!(s, "      - {}", yaml_quote(&k.line()));
     }
+    // The same keys as file content: a literal block keeps the line breaks without escapes.
+    s.push_str("    sshbreak_ca_bundle: |\n");
+    for k in keys {
+        let _ = writeln!(s, "      {}", k.line());
+    }
+    s.push_str(
+        "    sshbreak_sshd_service: \"{{ 'ssh' if ansible_facts['os_family'] == 'Debian' else 'sshd' }}\"\n",
+    );
     s.push_str(
         r##"  tasks:
     - name: Check that sshd accepts its current configuration
@@ -1624,7 +1652,8 @@ pub fn emit_ansible(keys: &[CaKey], config: &str, ca_dest: &str) -> String {
     - name: Find the TrustedUserCAKeys file already in effect
       ansible.builtin.set_fact:
         sshbreak_ca_effective: >-
-          {{ (sshbreak_sshd_t.stdout | regex_search('(?m)^trustedusercakeys (.+)$', '\\1') or ['none']) | first }}
+          {{ sshbreak_sshd_t.stdout_lines | select('match', '^trustedusercakeys ')
+          | first | default('trustedusercakeys none') | regex_replace('^trustedusercakeys ', '') }}
     - name: Add the CA keys to the TrustedUserCAKeys file already in effect
       ansible.builtin.lineinfile:
         path: "{{ sshbreak_ca_effective }}"
@@ -1638,8 +1667,7 @@ pub fn emit_ansible(keys: &[CaKey], config: &str, ca_dest: &str) -> String {
     - name: Install the CA bundle
       ansible.builtin.copy:
         dest: "{{ sshbreak_ca_dest }}"
-        content: >-
-          {{ (sshbreak_ca_keys + ['']) | join('\n') }}
+        content: "{{ sshbreak_ca_bundle }}"
         owner: root
         group: root
         mode: "0644"
@@ -1662,7 +1690,7 @@ pub fn emit_ansible(keys: &[CaKey], config: &str, ca_dest: &str) -> String {
   handlers:
     - name: Reload sshd
       ansible.builtin.service:
-        name: "{{ 'ssh' if ansible_facts['os_family'] == 'Debian' else 'sshd' }}"
+        name: "{{ sshbreak_sshd_service }}"
         state: reloaded
 "##,
     );
@@ -1829,6 +1857,16 @@ mod tests {
                  \tX11Forwarding no\nMatch all\n"
             )
         );
+        // A CA file set inside a Match block is left alone, and mentioned.
+        let cond = "Port 22\nMatch Group ops\n  TrustedUserCAKeys /etc/ssh/ops_ca.pub\n";
+        let snap = snapshot(cond, "trustedusercakeys none\n", &[]);
+        let plan = super::plan(&snap, &request(false)).unwrap();
+        assert!(plan.notes[0].contains("line 3"), "{:?}", plan.notes);
+        assert!(
+            after(&plan, CONFIG)
+                .unwrap()
+                .starts_with(&format!("Port 22\n{MARKER}\n"))
+        );
         // No Match and no final newline: at the end, on a line of its own.
         let snap = snapshot("Port 22", "trustedusercakeys none\n", &[]);
         let plan = super::plan(&snap, &request(false)).unwrap();
@@ -1953,6 +1991,7 @@ mod tests {
     #[test]
     fn remove_undoes_enroll() {
         round_trip(DEBIAN, &[], "trustedusercakeys none\n");
+        // (A file without a final newline keeps the one enroll added: the only byte not undone.)
         round_trip(
             "Port 22\nMatch User x\n  X11Forwarding no\n",
             &[],

@@ -519,8 +519,15 @@ fn remote_mode_enrolls_two_hosts_in_parallel() {
         login(s, &key, &cert);
     }
 
-    let out = remote(&[], false);
+    // Again, with the drill: nothing to change, and the sshbreak certificate path works.
+    let out = remote(&["--verify"], false);
     assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        stdout(&out).matches("drill passed").count(),
+        2,
+        "{}",
+        text(&out)
+    );
     assert_eq!(
         stdout(&out).matches("already enrolled").count(),
         2,
@@ -554,6 +561,31 @@ fn destinations_that_look_like_options_are_refused() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn verify_and_emit_refuse_combinations_that_make_no_sense() {
+    let env = Env::new();
+    env.init_ca();
+    for args in [
+        &["enroll-host", "--local", "--verify"][..],
+        &["enroll-host", "--verify", "--no-reload", "root@127.0.0.1"],
+        &["enroll-host", "--verify", "--dry-run", "root@127.0.0.1"],
+        &["enroll-host", "--emit", "shell", "--remove"],
+        &["enroll-host", "--local", "--sudo"],
+        &["enroll-host"],
+        &["enroll-host", "-o=-F/tmp/x", "root@127.0.0.1"],
+        &["enroll-host", "--local", "--sshd-config", "sshd_config"],
+    ] {
+        let out = env.cmd().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("sshbreak:")).count(),
+            1,
+            "{err}"
+        );
+    }
 }
 
 fn emit(env: &Env, format: &str, tree: &Tree) -> String {

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 
-use super::{Ctx, hinted, out, usage};
+use super::{Ctx, drill, hinted, out, usage};
 use crate::ca;
 use crate::cli::EnrollHostArgs;
 use crate::fsx;
@@ -68,7 +68,11 @@ pub fn run(args: &EnrollHostArgs, ctx: &Ctx) -> Result<ExitCode> {
         for t in &targets {
             host::check_request(&t.request(&keys, args.remove)).map_err(usage)?;
         }
-        run_remote(args, &targets, &keys, &settings)?
+        let mut reports = run_remote(args, &targets, &keys, &settings)?;
+        if args.verify {
+            verify(args, ctx, &targets, &mut reports)?;
+        }
+        reports
     };
     let bad = reports.iter().filter(|r| !r.outcome.is_good()).count();
     if bad > 0 {
@@ -86,11 +90,16 @@ pub fn run(args: &EnrollHostArgs, ctx: &Ctx) -> Result<ExitCode> {
 
 fn check_args(args: &EnrollHostArgs) -> Result<()> {
     if args.verify {
-        // `drill` is being written separately; until `commands::drill::drill_hosts` exists there is
-        // nothing to call.
-        return Err(usage(
-            "`--verify` needs `sshbreak drill`, not available yet; enroll, then test with `sshbreak drill` once it lands",
-        ));
+        if args.local || args.emit.is_some() {
+            return Err(usage(
+                "--verify drills over ssh: run enroll-host from your workstation, or `sshbreak drill` against this host",
+            ));
+        }
+        if args.dry_run || args.remove || args.no_reload {
+            return Err(usage(
+                "--verify needs a real enrollment with a reload; drop --dry-run, --remove and --no-reload",
+            ));
+        }
     }
     let remote_only = args.sudo || args.port.is_some() || !args.ssh_options.is_empty();
     if args.emit.is_some() {
@@ -116,6 +125,14 @@ fn check_args(args: &EnrollHostArgs) -> Result<()> {
     }
     if args.jobs == 0 {
         return Err(usage("-j must be at least 1"));
+    }
+    for o in &args.ssh_options {
+        if o.is_empty() || o.starts_with('-') || o.chars().any(char::is_control) {
+            return Err(usage(format!(
+                "ssh option `{}` is empty, begins with `-` or holds a control character; write -o Name=value",
+                o.escape_debug()
+            )));
+        }
     }
     Ok(())
 }
@@ -233,6 +250,49 @@ fn done(plan: &Plan, settings: &Settings, mut details: Vec<String>) -> Outcome {
     } else {
         Outcome::Enrolled(all)
     }
+}
+
+/// `--verify`: one drill run (one touch) against every host that ended enrolled; a host whose drill
+/// does not pass counts as failed.
+fn verify(
+    args: &EnrollHostArgs,
+    ctx: &Ctx,
+    targets: &[Target],
+    reports: &mut [Report],
+) -> Result<()> {
+    let enrolled: Vec<String> = targets
+        .iter()
+        .zip(reports.iter())
+        .filter(|(_, r)| r.outcome.is_good())
+        .map(|(t, _)| t.dest.clone())
+        .collect();
+    if enrolled.is_empty() {
+        return Ok(());
+    }
+    let opts = drill::DrillOptions {
+        port: args.port,
+        ssh_options: args.ssh_options.clone(),
+        jobs: args.jobs,
+        ..drill::DrillOptions::default()
+    };
+    let results = drill::drill_hosts(ctx, &enrolled, &opts)?;
+    for (t, r) in targets.iter().zip(reports.iter_mut()) {
+        let Some(d) = results.iter().find(|d| d.dest == t.dest) else {
+            continue;
+        };
+        if d.outcome == drill::Outcome::Pass {
+            out(format!("{}: drill passed\n", t.dest))?;
+        } else {
+            let why = format!(
+                "enrolled, but the drill did not pass ({}); see `sshbreak drill {}`",
+                d.describe(),
+                t.dest
+            );
+            out(format!("{}: failed: {why}\n", t.dest))?;
+            r.outcome = Outcome::Failed(why);
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
