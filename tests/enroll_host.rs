@@ -472,6 +472,10 @@ fn remote_mode_enrolls_two_hosts_in_parallel() {
             "GlobalKnownHostsFile=/dev/null".into(),
             "LogLevel=ERROR".into(),
             "ConnectTimeout=10".into(),
+            // Keep a developer's ~/.ssh/config from sharing or proxying these connections.
+            "ControlMaster=no".into(),
+            "ControlPath=none".into(),
+            "ProxyCommand=none".into(),
         ] {
             cmd.arg("-o").arg(o);
         }
