@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+use yaml_rust2::{Yaml, YamlLoader};
 
 use common::{Env, SSHD, Sshd, run, text, whoami};
 use tempfile::TempDir;
@@ -605,31 +606,24 @@ fn emit(env: &Env, format: &str, tree: &Tree) -> String {
     stdout(&out)
 }
 
-/// Parse YAML with PyYAML (part of this project's machine image) and run `check` on the result.
-fn yaml_check(doc: &str, check: &str) {
-    let script =
-        format!("import sys, yaml\ndoc = yaml.safe_load(sys.stdin.read())\n{check}\nprint('ok')\n");
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is needed to validate YAML");
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(doc.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && stdout(&out).trim() == "ok",
-        "YAML check failed: {}\n{doc}",
-        text(&out)
-    );
+/// Parse one YAML document; a parse error fails the test with the document shown.
+fn yaml(doc: &str) -> Yaml {
+    let mut docs =
+        YamlLoader::load_from_str(doc).unwrap_or_else(|e| panic!("not valid YAML: {e}\n{doc}"));
+    assert_eq!(docs.len(), 1, "one YAML document expected:\n{doc}");
+    docs.remove(0)
+}
+
+/// The module a task uses: its one `ansible.builtin.*` key.
+fn task_module(task: &Yaml) -> String {
+    task.as_hash()
+        .and_then(|h| {
+            h.keys()
+                .filter_map(Yaml::as_str)
+                .find(|k| k.starts_with("ansible.builtin."))
+        })
+        .unwrap_or_else(|| panic!("task without an ansible.builtin module: {task:?}"))
+        .to_string()
 }
 
 #[test]
@@ -638,26 +632,54 @@ fn emitted_ansible_and_cloud_init_are_valid_yaml() {
     env.init_ca();
     let tree = debian_tree();
     let ansible = emit(&env, "ansible", &tree);
-    yaml_check(
-        &ansible,
-        "play = doc[0]\n\
-         assert play['hosts'] == 'all' and play['become'] is True\n\
-         mods = [next(k for k in t if k.startswith('ansible.builtin.')) for t in play['tasks']]\n\
-         assert 'ansible.builtin.blockinfile' in mods and 'ansible.builtin.copy' in mods, mods\n\
-         block = next(t['ansible.builtin.blockinfile'] for t in play['tasks'] if 'ansible.builtin.blockinfile' in t)\n\
-         assert block['validate'] == '/usr/sbin/sshd -t -f %s', block\n\
-         assert play['handlers'][0]['ansible.builtin.service']['state'] == 'reloaded'\n\
-         assert all(k.startswith('sk-ecdsa-sha2-nistp256@openssh.com ') for k in play['vars']['sshbreak_ca_keys'])",
+    let doc = yaml(&ansible);
+    let play = &doc[0];
+    assert_eq!(play["hosts"].as_str(), Some("all"));
+    assert_eq!(play["become"].as_bool(), Some(true));
+    let tasks = play["tasks"].as_vec().expect("tasks");
+    let modules: Vec<String> = tasks.iter().map(task_module).collect();
+    for m in ["ansible.builtin.blockinfile", "ansible.builtin.copy"] {
+        assert!(
+            modules.iter().any(|x| x == m),
+            "{m} missing from {modules:?}"
+        );
+    }
+    let block = tasks
+        .iter()
+        .map(|t| &t["ansible.builtin.blockinfile"])
+        .find(|b| !b.is_badvalue())
+        .unwrap();
+    assert_eq!(block["validate"].as_str(), Some("/usr/sbin/sshd -t -f %s"));
+    assert_eq!(
+        play["handlers"][0]["ansible.builtin.service"]["state"].as_str(),
+        Some("reloaded")
     );
+    let keys = play["vars"]["sshbreak_ca_keys"]
+        .as_vec()
+        .expect("sshbreak_ca_keys");
+    assert!(!keys.is_empty());
+    assert!(keys.iter().all(|k| {
+        k.as_str()
+            .is_some_and(|k| k.starts_with("sk-ecdsa-sha2-nistp256@openssh.com "))
+    }));
+
     let cloud = emit(&env, "cloud-init", &tree);
     assert!(cloud.starts_with("#cloud-config\n"), "{cloud}");
-    yaml_check(
-        &cloud,
-        "f = doc['write_files'][0]\n\
-         assert f['content'].startswith('#!/bin/sh\\n'), f\n\
-         assert 'sshd -t' in f['content'] or '-t -f' in f['content']\n\
-         assert doc['runcmd'] == [['sh', f['path']]], doc['runcmd']",
-    );
+    let doc = yaml(&cloud);
+    let file = &doc["write_files"][0];
+    let content = file["content"].as_str().expect("content");
+    assert!(content.starts_with("#!/bin/sh\n"), "{content}");
+    assert!(content.contains("sshd -t") || content.contains("-t -f"));
+    let path = file["path"].as_str().expect("path");
+    let runcmd = doc["runcmd"].as_vec().expect("runcmd");
+    assert_eq!(runcmd.len(), 1);
+    let cmd: Vec<_> = runcmd[0]
+        .as_vec()
+        .expect("runcmd entry")
+        .iter()
+        .map(|v| v.as_str())
+        .collect();
+    assert_eq!(cmd, [Some("sh"), Some(path)]);
 }
 
 #[test]
