@@ -11,5 +11,6 @@ pub mod fsx;
 pub mod host;
 pub mod inspect;
 pub mod policy;
+pub mod timefmt;
 pub mod token;
 pub mod ui;

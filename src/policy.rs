@@ -36,7 +36,7 @@ pub const DEFAULT_BACKDATE_SECS: u64 = 300;
 /// Longest validity accepted without `allow_long` (see [`check_validity`] for how it is measured).
 pub const MAX_VALIDITY_SECS: u64 = 24 * 3600;
 /// The `valid_before` value OpenSSH reads as "never expires".
-pub const FOREVER: u64 = u64::MAX;
+pub const FOREVER: u64 = crate::timefmt::FOREVER;
 /// Most principals one certificate may name (OpenSSH's `SSHKEY_CERT_MAX_PRINCIPALS`).
 pub const MAX_PRINCIPALS: usize = 256;
 /// Longest principal, in bytes. Account names are far shorter; this only stops absurd input.
@@ -186,16 +186,16 @@ pub fn parse_validity(spec: &str, now: u64, backdate: u64) -> Result<Validity> {
         bail!(
             "validity `{}` is empty: it starts {} and ends {}; the end must come after the start",
             show(spec),
-            fmt_time(v.after),
-            fmt_time(v.before)
+            crate::timefmt::iso(v.after),
+            crate::timefmt::iso(v.before)
         );
     }
     if v.before <= now {
         bail!(
             "validity `{}` ends {}, which is not after now ({}); this certificate would already be expired",
             show(spec),
-            fmt_time(v.before),
-            fmt_time(now)
+            crate::timefmt::iso(v.before),
+            crate::timefmt::iso(now)
         );
     }
     Ok(v)
@@ -216,15 +216,15 @@ pub fn check_validity(v: &Validity, now: u64, allow_long: bool) -> Result<()> {
     if v.after >= v.before {
         bail!(
             "validity window is empty: it starts {} and ends {}; the end must come after the start",
-            fmt_time(v.after),
-            fmt_time(v.before)
+            crate::timefmt::iso(v.after),
+            crate::timefmt::iso(v.before)
         );
     }
     if v.before <= now {
         bail!(
             "validity window ends {}, which is not after now ({}); this certificate would already be expired",
-            fmt_time(v.before),
-            fmt_time(now)
+            crate::timefmt::iso(v.before),
+            crate::timefmt::iso(now)
         );
     }
     if allow_long {
@@ -245,8 +245,8 @@ pub fn check_validity(v: &Validity, now: u64, allow_long: bool) -> Result<()> {
         bail!(
             "validity window is {} long ({} to {}), more than the {}h limit (plus {} backdate); pass --allow-long-validity if you really mean it",
             format_duration(length),
-            fmt_time(v.after),
-            fmt_time(v.before),
+            crate::timefmt::iso(v.after),
+            crate::timefmt::iso(v.before),
             MAX_VALIDITY_SECS / 3600,
             format_duration(DEFAULT_BACKDATE_SECS)
         );
@@ -526,7 +526,7 @@ pub fn default_key_id(
         "sshbreak:{joined}:{}@{}:{}",
         sanitize(local_user, 64),
         sanitize(hostname, 253),
-        compact_utc(now)
+        crate::timefmt::compact(now)
     );
     if let Some(reason) = reason.map(|r| sanitize(r, MAX_REASON_CHARS))
         && !reason.is_empty()
@@ -615,8 +615,8 @@ pub fn builder(req: &CertRequest, subject: KeyData, nonce: [u8; 32]) -> Result<B
     if after >= before {
         bail!(
             "validity window is empty: it starts {} and ends {}; the end must come after the start",
-            fmt_time(after),
-            fmt_time(before)
+            crate::timefmt::iso(after),
+            crate::timefmt::iso(before)
         );
     }
     check_options(&req.options)?;
@@ -1039,45 +1039,6 @@ fn truncate_bytes(s: &mut String, max: usize) {
         cut -= 1;
     }
     s.truncate(cut);
-}
-
-fn utc(secs: u64) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok()
-}
-
-/// `YYYYMMDDTHHMMSSZ`; `@SECS` for times the calendar cannot show.
-fn compact_utc(secs: u64) -> String {
-    match utc(secs) {
-        Some(t) => format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        None => format!("@{secs}"),
-    }
-}
-
-/// A time for error messages: `forever`, or `YYYY-MM-DD HH:MM:SS UTC`.
-fn fmt_time(secs: u64) -> String {
-    if secs == FOREVER {
-        return "forever".to_owned();
-    }
-    match utc(secs) {
-        Some(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        None => format!("at Unix time {secs}"),
-    }
 }
 
 #[cfg(test)]
@@ -1782,7 +1743,7 @@ mod tests {
         );
         assert_eq!(
             default_key_id(&ps, "ca\nrl", "lap\u{1b}[31mtop", u64::MAX, None),
-            "sshbreak:root,ubuntu:ca rl@lap [31mtop:@18446744073709551615"
+            "sshbreak:root,ubuntu:ca rl@lap [31mtop:forever"
         );
         let long_reason = "é".repeat(300);
         let id = default_key_id(&ps, "carl", "laptop", NOW, Some(&long_reason));

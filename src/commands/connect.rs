@@ -54,7 +54,7 @@ pub fn run(args: &ConnectArgs, ctx: &Ctx) -> Result<ExitCode> {
     ui::status(format!(
         "Connecting to {} as {principal} (certificate valid until {}){config_hint}",
         args.destination,
-        issue::iso(valid_before)
+        crate::timefmt::iso(valid_before)
     ));
     // exec only returns on failure; on success ssh's exit status becomes ours.
     let err = ssh.exec();

@@ -906,7 +906,7 @@ pub fn status_report(
         text += &format!(
             "{flag:<5}  {dest:<width$}  last good drill {} ago ({})\n",
             ui::human_duration(age),
-            issue::iso(when)
+            crate::timefmt::iso(when)
         );
     }
     let total = records.len();

@@ -76,7 +76,7 @@ pub fn run(args: &InitCaArgs, ctx: &Ctx) -> Result<ExitCode> {
         "sshbreak-ca:{name} on {} [{}] {}",
         token.describe(),
         args.application,
-        today()
+        crate::timefmt::date(super::issue::unix_now()?)
     );
     let handle_path = ca::ca_dir(&ctx.home).join(&name);
     let handle_text = ca::handle_file(&cred, args.verify_required, &comment)?;
@@ -255,16 +255,6 @@ fn pub_path(handle: &Path) -> PathBuf {
     let mut s = handle.as_os_str().to_owned();
     s.push(".pub");
     PathBuf::from(s)
-}
-
-fn today() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}-{:02}-{:02}",
-        now.year(),
-        u8::from(now.month()),
-        now.day()
-    )
 }
 
 #[cfg(test)]

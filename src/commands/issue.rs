@@ -14,8 +14,8 @@ use super::{Ctx, hinted, out, usage};
 use crate::audit::{self, CounterCheck};
 use crate::ca::{self, TokenSigner};
 use crate::cli::{CertArgs, IssueArgs};
-use crate::policy::{self, CertRequest, Validity};
-use crate::{fsx, ui};
+use crate::policy::{self, CertRequest};
+use crate::{fsx, timefmt, ui};
 
 /// Folder of issued keys and certificates in the home.
 pub const CERTS_DIR: &str = "certs";
@@ -167,8 +167,8 @@ pub fn issue(ctx: &Ctx, p: &IssueParams) -> Result<Issued> {
         serial: req.serial,
         key_id: req.key_id.clone(),
         principals: req.principals.clone(),
-        valid_after: iso(req.validity.after),
-        valid_before: iso(req.validity.before),
+        valid_after: timefmt::iso(req.validity.after),
+        valid_before: timefmt::iso(req.validity.before),
         valid_after_unix: req.validity.after,
         valid_before_unix: req.validity.before,
         ca: handle.name.clone(),
@@ -176,7 +176,7 @@ pub fn issue(ctx: &Ctx, p: &IssueParams) -> Result<Issued> {
         counter: auth.counter,
     };
     let entry = audit::Entry {
-        time: iso(now),
+        time: timefmt::iso(now),
         serial: req.serial,
         key_id: req.key_id.clone(),
         principals: req.principals.clone(),
@@ -329,7 +329,7 @@ impl OutputPaths {
                     })
                     .take(32)
                     .collect();
-                let stamp = compact_time(now);
+                let stamp = timefmt::compact(now);
                 let plain = dir.join(format!("{safe}-{stamp}"));
                 if plain.exists() || with_suffix(&plain, "-cert.pub").exists() {
                     dir.join(format!("{safe}-{stamp}-{:016x}", req.serial))
@@ -411,33 +411,6 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn datetime(unix: u64) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::from_unix_timestamp(i64::try_from(unix).ok()?).ok()
-}
-
-/// UTC ISO 8601 (`2026-12-04T16:01:02Z`); `forever` for the maximum.
-pub fn iso(unix: u64) -> String {
-    if unix == policy::FOREVER {
-        return "forever".into();
-    }
-    match datetime(unix) {
-        Some(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        None => format!("@{unix}"),
-    }
-}
-
-fn compact_time(unix: u64) -> String {
-    iso(unix).replace(['-', ':'], "")
-}
-
 /// The local user, for the key id and the audit log: `$USER`/`$LOGNAME`, else the passwd entry of
 /// this process's uid (cron and containers often set neither variable).
 pub fn local_user() -> String {
@@ -473,21 +446,9 @@ fn operator() -> String {
     format!("{}@{}", local_user(), hostname())
 }
 
-/// The validity window of a request, for callers that print it.
-pub fn describe_validity(v: &Validity) -> String {
-    format!("{} … {}", iso(v.after), iso(v.before))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn iso_times_are_utc_and_forever_is_named() {
-        assert_eq!(iso(1_796_400_000), "2026-12-04T16:00:00Z");
-        assert_eq!(iso(u64::MAX), "forever");
-        assert_eq!(compact_time(1_796_400_000), "20261204T160000Z");
-    }
 
     #[test]
     fn serials_are_random_and_non_zero() {
