@@ -77,13 +77,14 @@ impl CaHandle {
     }
 }
 
-/// The OpenSSH handle file for a credential, as `ssh-keygen -K` would write it.
-pub fn handle_file(cred: &CaCredential, verify_required: bool, comment: &str) -> Result<Vec<u8>> {
+/// The OpenSSH handle file for a credential, as `ssh-keygen -K` would write it. The PIN flag comes
+/// from the credential itself (credProtect 3), so a recovered handle keeps it.
+pub fn handle_file(cred: &CaCredential, comment: &str) -> Result<Vec<u8>> {
     let KeyData::SkEcdsaSha2NistP256(public) = cred.key_data()? else {
         bail!("internal: a CA credential is not an sk-ecdsa key");
     };
     let mut flags = SSH_SK_USER_PRESENCE_REQD | SSH_SK_RESIDENT_KEY;
-    if verify_required {
+    if cred.verify_required {
         flags |= SSH_SK_USER_VERIFICATION_REQD;
     }
     let sk = SkEcdsaSha2NistP256::new(public, flags, cred.credential_id.clone())
@@ -272,15 +273,21 @@ impl From<&TokenSigner<'_>> for KeyData {
 }
 
 /// Find which of the CA handles the plugged-in key holds, without a touch. With one handle there is
-/// nothing to choose and the key is not asked.
-pub fn select_handle<'h>(token: &dyn SecurityKey, handles: &'h [CaHandle]) -> Result<&'h CaHandle> {
+/// nothing to choose and the key is not asked. A PIN-protected CA (credProtect 3) is invisible to
+/// the key without the PIN, so its lookup is made with `pin`.
+pub fn select_handle<'h>(
+    token: &dyn SecurityKey,
+    handles: &'h [CaHandle],
+    pin: Option<&Pin>,
+) -> Result<&'h CaHandle> {
     match handles {
         [] => bail!("no CA handle in the home; run `sshbreak init-ca` (or `init-ca --recover`)"),
         [only] => Ok(only),
         _ => {
             for h in handles {
+                let pin = pin.filter(|_| h.verify_required());
                 let found =
-                    token.find_credentials(&h.application, &[h.credential_id.as_slice()], None)?;
+                    token.find_credentials(&h.application, &[h.credential_id.as_slice()], pin)?;
                 if !found.is_empty() {
                     return Ok(h);
                 }

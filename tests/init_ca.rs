@@ -246,3 +246,60 @@ fn unimplemented_or_bad_usage_exits_2_without_a_panic() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+#[test]
+fn a_verify_required_ca_signs_only_with_the_pin_and_recovery_keeps_the_flag() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .args(["init-ca", "--verify-required"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let handle = env.home.join("ca/primary");
+    assert!(
+        sshbreak::ca::CaHandle::read(&handle)
+            .unwrap()
+            .verify_required()
+    );
+
+    // With the PIN (from SSHBREAK_PIN_FILE) the signature is user-verified.
+    let key = env.dir.path().join("k");
+    let out = env
+        .cmd()
+        .args(["issue", "-n", "ubuntu", "-o"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = env
+        .cmd()
+        .args(["inspect", "--json"])
+        .arg(format!("{}-cert.pub", key.display()))
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(
+        json[0]["certificate"]["signature"]["user_verification"],
+        true
+    );
+
+    // The key itself refuses to use the credential without the PIN (credProtect 3): a stolen
+    // key plus the handle file cannot sign.
+    let tok = sshbreak::token::open(&sshbreak::token::TokenSpec::Soft(env.token.clone())).unwrap();
+    let h = sshbreak::ca::CaHandle::read(&handle).unwrap();
+    assert_eq!(
+        tok.sign(&h.application, &[h.credential_id.as_slice()], b"m", None),
+        Err(sshbreak::token::TokenError::NoCredentials)
+    );
+
+    // Recovery reads the protection level from the key, not from the command line.
+    fs::remove_file(&handle).unwrap();
+    let out = env.cmd().args(["init-ca", "--recover"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        sshbreak::ca::CaHandle::read(&handle)
+            .unwrap()
+            .verify_required()
+    );
+}

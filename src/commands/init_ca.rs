@@ -79,7 +79,7 @@ pub fn run(args: &InitCaArgs, ctx: &Ctx) -> Result<ExitCode> {
         crate::timefmt::date(super::issue::unix_now()?)
     );
     let handle_path = ca::ca_dir(&ctx.home).join(&name);
-    let handle_text = ca::handle_file(&cred, args.verify_required, &comment)?;
+    let handle_text = ca::handle_file(&cred, &comment)?;
     fsx::ensure_private_dir(&ca::ca_dir(&ctx.home))?;
     // A recovered or forced handle replaces the file of the same name; a new CA never silently does.
     fsx::write_file(

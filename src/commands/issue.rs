@@ -132,16 +132,14 @@ pub fn issue(ctx: &Ctx, p: &IssueParams) -> Result<Issued> {
     paths.check_free(p.force)?;
 
     let token = ctx.open_token()?;
-    let handle = ca::select_handle(token.as_ref(), &handles)?;
-    let pin = if handle.verify_required() {
-        Some(ui::read_pin(&format!(
-            "{} (CA `{}`)",
-            token.describe(),
-            handle.name
-        ))?)
+    // A PIN-protected CA needs the PIN even to be found on the key, so ask before the lookup.
+    let pin = if handles.iter().any(|h| h.verify_required()) {
+        Some(ui::read_pin(&token.describe())?)
     } else {
         None
     };
+    let handle = ca::select_handle(token.as_ref(), &handles, pin.as_ref())?;
+    let pin = pin.filter(|_| handle.verify_required());
     let signer = TokenSigner::new(token.as_ref(), handle, pin);
     let mut nonce = [0u8; 32];
     getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;

@@ -317,11 +317,14 @@ impl SecurityKey for HidToken {
     }
 
     fn create_resident(&self, req: &CreateRequest, pin: &Pin) -> Result<CaCredential, TokenError> {
-        // Level 2: not discoverable without the PIN, yet usable without it given the id — the
-        // same on every credential, so that the soft token and `ca::select_handle` (no-PIN
-        // lookups by id) see hardware behave as they expect. `verify_required` is enforced by
-        // sshbreak on the UV flag of each signature, not by the key.
-        let policy = CredentialProtectionPolicy::UserVerificationOptionalWithCredentialIdList;
+        // Level 2: not discoverable without the PIN, yet usable without it given the id (one
+        // touch during an outage). Level 3 for --verify-required: the key itself refuses every
+        // use without the PIN, so a stolen key plus a handle file cannot sign.
+        let policy = if req.verify_required {
+            CredentialProtectionPolicy::UserVerificationRequired
+        } else {
+            CredentialProtectionPolicy::UserVerificationOptionalWithCredentialIdList
+        };
         // The attestation is not verified (the CA key's trust comes from enrolment, not from the
         // vendor), so the challenge only needs to be fresh.
         let mut challenge = [0u8; 32];
@@ -363,6 +366,7 @@ impl SecurityKey for HidToken {
             user_name: req.user_name.clone(),
             credential_id,
             public_key_sec1,
+            verify_required: req.verify_required,
         })
     }
 
@@ -450,6 +454,10 @@ impl SecurityKey for HidToken {
                     user_name: cred.public_key_credential_user_entity.name,
                     credential_id,
                     public_key_sec1,
+                    verify_required: matches!(
+                        cred.cred_protect,
+                        CredentialProtectionPolicy::UserVerificationRequired
+                    ),
                 });
             }
         }

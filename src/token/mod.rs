@@ -164,7 +164,8 @@ pub struct CreateRequest {
     pub application: String,
     pub user_id: Vec<u8>,
     pub user_name: String,
-    /// Make every signature need user verification (handle flag 0x04).
+    /// Make every use of the credential need the PIN: credProtect level 3, enforced by the key
+    /// (and handle flag 0x04, so OpenSSH tools ask for the PIN too). Otherwise level 2.
     pub verify_required: bool,
 }
 
@@ -177,6 +178,8 @@ pub struct CaCredential {
     pub credential_id: Vec<u8>,
     /// 65-byte uncompressed SEC1 point.
     pub public_key_sec1: Vec<u8>,
+    /// credProtect level 3: the key itself refuses to use the credential without the PIN.
+    pub verify_required: bool,
 }
 
 impl CaCredential {
@@ -465,7 +468,8 @@ pub trait SecurityKey {
         pin: Option<&Pin>,
     ) -> Result<Vec<FoundCredential>, TokenError>;
 
-    /// Create a discoverable ES256 credential (credProtect 2). Needs the PIN.
+    /// Create a discoverable ES256 credential (credProtect 2, or 3 with `verify_required`). Needs
+    /// the PIN.
     fn create_resident(&self, req: &CreateRequest, pin: &Pin) -> Result<CaCredential, TokenError>;
 
     /// Sign `message` (one touch): the key signs authData ‖ SHA-256(message) with whichever of

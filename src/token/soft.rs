@@ -5,8 +5,8 @@
 //! replaces the old one; ES256 keys; authenticator data `SHA-256(rp id) ‖ flags ‖ counter`; DER
 //! signatures over `authData ‖ SHA-256(message)`; one global signature counter that strictly
 //! increases and is persisted (under a lock, atomically) before a signature is handed out;
-//! credProtect level 2 (a credential is not discoverable without user verification unless its id is
-//! given); a PIN with 8 retries, blocked at 0, and three wrong PINs in a row refused until "re-plug"
+//! credProtect levels 2 (a credential is not discoverable without user verification unless its id
+//! is given) and 3 (not usable at all without user verification); a PIN with 8 retries, blocked at 0, and three wrong PINs in a row refused until "re-plug"
 //! (a new process); resident credentials need the PIN to be created, as on a YubiKey 5.
 //!
 //! Test knob: with `SSHBREAK_SOFT_TOKEN_NO_TOUCH=1` the token signs without the user-presence flag,
@@ -35,6 +35,8 @@ const RESIDENT_SLOTS: usize = 25;
 const FORMAT: u32 = 1;
 /// credProtect level 2: userVerificationOptionalWithCredentialIDList.
 const CRED_PROTECT_UV_OPTIONAL_WITH_LIST: u8 = 2;
+/// credProtect level 3: userVerificationRequired.
+const CRED_PROTECT_UV_REQUIRED: u8 = 3;
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 struct State {
@@ -77,6 +79,7 @@ impl StoredCredential {
             user_name: self.user_name.clone(),
             credential_id: self.cred_id()?,
             public_key_sec1: point,
+            verify_required: self.cred_protect >= CRED_PROTECT_UV_REQUIRED,
         })
     }
 
@@ -192,7 +195,12 @@ impl SoftToken {
         allow: &[&[u8]],
         verified: bool,
     ) -> Vec<&'s StoredCredential> {
-        let for_rp = state.credentials.iter().filter(|c| c.rp_id == application);
+        // credProtect 3 hides a credential from every request that is not user-verified.
+        let for_rp = state
+            .credentials
+            .iter()
+            .filter(|c| c.rp_id == application)
+            .filter(|c| verified || c.cred_protect < CRED_PROTECT_UV_REQUIRED);
         if allow.is_empty() {
             // Discovery: credProtect 2 hides a credential unless the user was verified.
             for_rp
@@ -336,7 +344,11 @@ impl SecurityKey for SoftToken {
             user_name: req.user_name.clone(),
             credential_id: hex(&cred_id),
             private_key: hex(&key.to_bytes()),
-            cred_protect: CRED_PROTECT_UV_OPTIONAL_WITH_LIST,
+            cred_protect: if req.verify_required {
+                CRED_PROTECT_UV_REQUIRED
+            } else {
+                CRED_PROTECT_UV_OPTIONAL_WITH_LIST
+            },
         };
         self.with_state(|state| {
             self.check_pin(state, pin)?;
@@ -608,6 +620,23 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn cred_protect_3_refuses_every_unverified_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = token_with_pin(dir.path());
+        let p = pin("123456");
+        let mut req = request(CA_USER_ID);
+        req.verify_required = true;
+        let cred = t.create_resident(&req, &p).unwrap();
+        assert!(cred.verify_required);
+        let ids: &[&[u8]] = &[&cred.credential_id];
+        assert!(t.find_credentials(APP, ids, None).unwrap().is_empty());
+        assert_eq!(t.sign(APP, ids, b"m", None), Err(TokenError::NoCredentials));
+        let a = t.sign(APP, ids, b"m", Some(&p)).unwrap();
+        assert_eq!(a.auth_data[32], FLAG_UP | FLAG_UV);
+        assert!(t.list_resident(&p).unwrap()[0].verify_required);
     }
 
     #[test]
