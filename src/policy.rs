@@ -251,6 +251,16 @@ pub fn check_validity(v: &Validity, now: u64, allow_long: bool) -> Result<()> {
             format_duration(DEFAULT_BACKDATE_SECS)
         );
     }
+    // A short window that opens next year is a dormant credential: the cap is on how long from
+    // now the certificate stays usable, not only on the window's length.
+    let horizon = v.before - now;
+    if horizon > MAX_VALIDITY_SECS {
+        bail!(
+            "this certificate would stay usable until {}, more than {}h from now; pass --allow-long-validity if you really mean it",
+            crate::timefmt::iso(v.before),
+            MAX_VALIDITY_SECS / 3600
+        );
+    }
     Ok(())
 }
 
@@ -1094,6 +1104,22 @@ mod tests {
     }
 
     // --- durations ------------------------------------------------------------------------
+
+    #[test]
+    fn a_short_window_far_in_the_future_is_refused_without_allow_long() {
+        let future = parse_validity("+52w:+52w23h", NOW, DEFAULT_BACKDATE_SECS).unwrap();
+        let err = check_validity(&future, NOW, false).unwrap_err().to_string();
+        assert!(err.contains("--allow-long-validity"), "{err}");
+        assert!(check_validity(&future, NOW, true).is_ok());
+        let dated = parse_validity("20301204:20301205", NOW, DEFAULT_BACKDATE_SECS).unwrap();
+        assert!(check_validity(&dated, NOW, false).is_err());
+        // Starting in an hour for an hour is fine: usable until two hours from now.
+        let soon = parse_validity("+1h:+2h", NOW, DEFAULT_BACKDATE_SECS).unwrap();
+        assert!(check_validity(&soon, NOW, false).is_ok());
+        // The plain 24h form stays allowed.
+        let day = parse_validity("24h", NOW, DEFAULT_BACKDATE_SECS).unwrap();
+        assert!(check_validity(&day, NOW, false).is_ok());
+    }
 
     #[test]
     fn durations() {
