@@ -138,3 +138,47 @@ fn ssh_missing_from_path_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ssh was not found"));
 }
+
+#[test]
+fn a_restricted_certificate_or_a_swapped_key_is_not_reused() {
+    let env = Env::new();
+    env.init_ca();
+    let sshd = Sshd::start(Some(&env.bundle()));
+    let user = whoami();
+    let dest = format!("{user}@127.0.0.1");
+    let restricted = env
+        .cmd()
+        .args(["issue", "-n", &user, "-O", "no-pty"])
+        .output()
+        .unwrap();
+    assert!(restricted.status.success(), "{}", text(&restricted));
+    let out = connect(&env, &sshd, &dest, &["true"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("Reusing"),
+        "{}",
+        text(&out)
+    );
+    let audit = env.home.join("audit.log");
+    assert_eq!(fs::read_to_string(&audit).unwrap().lines().count(), 2);
+
+    // Replace the reusable certificate's key with another key: it must not be reused either.
+    let certs = env.home.join("certs");
+    let newest = fs::read_dir(&certs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.to_string_lossy().ends_with(".pub"))
+        .max_by_key(|p| fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    fs::remove_file(&newest).unwrap();
+    let kg = common::run(
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&newest),
+    );
+    assert!(kg.status.success());
+    let out = connect(&env, &sshd, &dest, &["true"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("Reusing"));
+    assert_eq!(fs::read_to_string(&audit).unwrap().lines().count(), 3);
+}

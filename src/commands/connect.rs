@@ -96,8 +96,13 @@ fn principal_for(args: &ConnectArgs) -> Result<String> {
     if principal.starts_with('-') {
         return Err(usage(format!("principal `{principal}` begins with `-`")));
     }
-    policy::parse_principals(&principal).map_err(|e| usage(format!("{e:#}")))?;
-    Ok(principal)
+    // connect logs in as one account; `-n a,b` would otherwise certify one principal named "a,b".
+    match policy::parse_principals(&principal).map_err(|e| usage(format!("{e:#}")))?[..] {
+        [ref one] => Ok(one.clone()),
+        _ => Err(usage(format!(
+            "connect certifies one principal, not `{principal}`; use `sshbreak issue -n` for several"
+        ))),
+    }
 }
 
 fn cert_args(args: &ConnectArgs) -> CertArgs {
@@ -113,9 +118,10 @@ fn cert_args(args: &ConnectArgs) -> CertArgs {
 }
 
 /// A certificate issued earlier that can be used again without a touch: for this principal, signed
-/// by a CA in the bundle (signature verified), without critical options (a drill's
-/// `force-command=true` certificate would be useless here), its key present, and at least
-/// [`MIN_REMAINING_SECS`] of validity left. The one that lasts longest wins.
+/// by a CA in the bundle (signature verified), with exactly what `connect` itself would issue (no
+/// critical options such as a drill's `force-command=true`, and the default extensions: a
+/// `-O no-pty` certificate would make a poor interactive session), its own key next to it, and at
+/// least [`MIN_REMAINING_SECS`] of validity left. The one that lasts longest wins.
 fn reusable(ctx: &Ctx, principal: &str, now: u64) -> Result<Option<(PathBuf, PathBuf, u64)>> {
     let dir = ctx.home.join(CERTS_DIR);
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -154,14 +160,29 @@ fn usable(
     let text = std::fs::read_to_string(cert_path).ok()?;
     let cert = Certificate::from_openssh(text.trim()).ok()?;
     let trusted = bundle.iter().any(|k| k.key_data() == cert.signature_key());
+    let (_, default_extensions) = policy::effective_options(&[]);
+    let extensions: Vec<(String, String)> = cert
+        .extensions()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let ok = trusted
         && cert.verify_signature().is_ok()
         && cert.valid_principals().iter().any(|p| p == principal)
         && cert.critical_options().is_empty()
+        && extensions == default_extensions
         && cert.valid_after() <= now
         && cert.valid_before() >= now.saturating_add(MIN_REMAINING_SECS)
-        && key_path.is_file();
+        && key_matches(key_path, &cert);
     ok.then(|| cert.valid_before())
+}
+
+/// The private key next to a certificate is the one it certifies.
+fn key_matches(key_path: &Path, cert: &Certificate) -> bool {
+    crate::fsx::read_small(key_path)
+        .ok()
+        .and_then(|b| ssh_key::PrivateKey::from_openssh(b).ok())
+        .is_some_and(|k| k.public_key().key_data() == cert.public_key())
 }
 
 /// `ssh -i KEY -o CertificateFile=CERT -o IdentitiesOnly=yes [user options] -- DEST [COMMAND…]`.
@@ -222,6 +243,7 @@ mod tests {
         assert!(principal_for(&parse(&["web1"])).is_err());
         assert!(principal_for(&parse(&["-oProxyCommand=sh -c id"])).is_err());
         assert!(principal_for(&parse(&["-n", "-x", "web1"])).is_err());
+        assert!(principal_for(&parse(&["-n", "a,b", "web1"])).is_err());
     }
 
     #[test]
