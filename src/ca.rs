@@ -113,7 +113,11 @@ pub fn load_handles(home: &Path) -> Result<Vec<CaHandle>> {
         if name.starts_with('.') || name.ends_with(".pub") || name.ends_with(".lock") {
             continue;
         }
-        handles.push(CaHandle::read(&path)?);
+        // A stray file (a README, an editor backup) must not stop an issue during an outage.
+        match CaHandle::read(&path) {
+            Ok(h) => handles.push(h),
+            Err(e) => crate::ui::warn(format!("skipping {}: {e:#}", path.display())),
+        }
     }
     handles.sort_by(|a, b| (a.name != "primary", &a.name).cmp(&(b.name != "primary", &b.name)));
     Ok(handles)

@@ -303,3 +303,33 @@ fn a_verify_required_ca_signs_only_with_the_pin_and_recovery_keeps_the_flag() {
             .verify_required()
     );
 }
+
+#[test]
+fn a_backup_named_like_an_existing_ca_is_refused_before_the_key_is_touched() {
+    let env = Env::new();
+    env.init_ca();
+    let backup = env.dir.path().join("backup.json");
+    env.set_pin(&backup);
+    let before = fs::read(&backup).unwrap();
+    let out = env
+        .cmd_with_token(&backup)
+        .args(["init-ca", "--backup", "--name", "primary"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        fs::read(&backup).unwrap(),
+        before,
+        "no credential was created"
+    );
+    // A stray file among the handles does not break issuing.
+    fs::write(env.home.join("ca/README"), "notes\n").unwrap();
+    let out = env
+        .cmd()
+        .args(["issue", "-n", "ubuntu", "-o"])
+        .arg(env.dir.path().join("k"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipping"));
+}

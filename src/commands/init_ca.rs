@@ -23,6 +23,12 @@ pub fn run(args: &InitCaArgs, ctx: &Ctx) -> Result<ExitCode> {
     }
     ctx.ensure_home()?;
     let handles = ca::load_handles(&ctx.home)?;
+    // Decide the name before the key is asked anything: a clash must not cost a PIN entry.
+    let new_name = if args.recover {
+        None
+    } else {
+        Some(new_name(args, &handles)?)
+    };
     let token = ctx.open_token()?;
     let token = token.as_ref();
 
@@ -45,7 +51,7 @@ pub fn run(args: &InitCaArgs, ctx: &Ctx) -> Result<ExitCode> {
         let name = recovered_name(args, &handles, &cred)?;
         (cred, name, false)
     } else {
-        let name = new_name(args, &handles)?;
+        let name = new_name.unwrap_or_default();
         if let Some(old) = &existing
             && !args.force
         {
@@ -217,6 +223,12 @@ fn new_name(args: &InitCaArgs, handles: &[CaHandle]) -> Result<String> {
             ));
         }
         if let Some(n) = &args.name {
+            if taken(n) {
+                return Err(hinted(
+                    format!("a CA named `{n}` already exists in this home; nothing was changed"),
+                    "choose another --name for the backup",
+                ));
+            }
             return Ok(n.clone());
         }
         return Ok((1..)

@@ -154,7 +154,7 @@ pub fn issue(ctx: &Ctx, p: &IssueParams) -> Result<Issued> {
     let auth = signer
         .last_auth_data()
         .context("internal: the signer returned no authenticator data")?;
-    verify_issued(&cert, &req, &handle.public)?;
+    verify_issued(&cert, &req, &subject, &handle.public)?;
 
     paths.write(private.as_ref(), &subject, &cert, p.force)?;
 
@@ -277,17 +277,31 @@ fn subject_key(p: &IssueParams) -> Result<(PublicKey, Option<PrivateKey>)> {
 }
 
 /// Re-check what was signed against what was asked, in release builds too: a certificate is only
-/// written after its signature verifies against the CA and its fields are exactly the request's.
-fn verify_issued(cert: &Certificate, req: &CertRequest, ca_key: &PublicKey) -> Result<()> {
+/// written after its signature verifies against the CA and every field is exactly the request's.
+fn verify_issued(
+    cert: &Certificate,
+    req: &CertRequest,
+    subject: &PublicKey,
+    ca_key: &PublicKey,
+) -> Result<()> {
     let fp = ca_key.fingerprint(HashAlg::Sha256);
     cert.validate_at(cert.valid_after(), [&fp]).context(
         "the signed certificate does not verify against the CA key; nothing was written",
     )?;
-    if cert.valid_principals() != req.principals.as_slice()
-        || cert.valid_after() != req.validity.after
-        || cert.valid_before() != req.validity.before
-        || cert.serial() != req.serial
-    {
+    let pairs = |m: &ssh_key::certificate::OptionsMap| -> Vec<(String, String)> {
+        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    let (critical, extensions) = policy::effective_options(&req.options);
+    let same = cert.cert_type() == ssh_key::certificate::CertType::User
+        && cert.public_key() == subject.key_data()
+        && cert.valid_principals() == req.principals.as_slice()
+        && cert.valid_after() == req.validity.after
+        && cert.valid_before() == req.validity.before
+        && cert.serial() == req.serial
+        && cert.key_id() == req.key_id
+        && pairs(cert.critical_options()) == critical
+        && pairs(cert.extensions()) == extensions;
+    if !same {
         bail!("internal: the signed certificate differs from the request; nothing was written");
     }
     Ok(())
