@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Output, Stdio};
+use std::process::{Child, Command, ExitCode, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,26 +24,17 @@ const PIN: &str = "demo-pin-1234";
 /// What has to be cleaned up, shared with the Ctrl-C handler.
 #[derive(Default)]
 struct Cleanup {
-    sshd_pid_file: Option<PathBuf>,
+    /// sshd runs in the foreground (-D) as our child, so it is ours to stop from its first instant.
+    sshd: Option<Child>,
     dir: Option<PathBuf>,
     keep: bool,
 }
 
 impl Cleanup {
     fn run(&mut self) {
-        if let Some(pid_file) = self.sshd_pid_file.take()
-            && let Ok(pid) = std::fs::read_to_string(&pid_file)
-        {
-            let pid = pid.trim();
-            let _ = Command::new("kill").arg(pid).stderr(Stdio::null()).status();
-            // Wait (briefly) until it is gone, so "no sshd left running" holds when we return.
-            // A zombie (state Z) no longer listens; only its parent can reap it.
-            let stat = Path::new("/proc").join(pid).join("stat");
-            let alive = || std::fs::read_to_string(&stat).is_ok_and(|s| !s.contains(") Z "));
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while alive() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+        if let Some(mut sshd) = self.sshd.take() {
+            let _ = sshd.kill();
+            let _ = sshd.wait();
         }
         if let Some(dir) = self.dir.take()
             && !self.keep
@@ -304,32 +295,35 @@ impl Demo {
             self.dir.join("known_hosts"),
             format!("[127.0.0.1]:{port} {host_pub}"),
         )?;
-        if let Ok(mut c) = self.cleanup.lock() {
-            c.sshd_pid_file = Some(pid_file.clone());
-        }
-        let started = Command::new(SSHD)
+        let child = Command::new(SSHD)
+            .arg("-D")
             .arg("-f")
             .arg(&config_path)
             .arg("-E")
             .arg(&log)
-            .output()
+            .stdin(Stdio::null())
+            .spawn()
             .context("cannot run sshd")?;
-        if !started.status.success() {
-            bail!(
-                "sshd did not start: {}{}",
-                String::from_utf8_lossy(&started.stderr).trim(),
-                std::fs::read_to_string(&log).unwrap_or_default().trim()
-            );
+        if let Ok(mut c) = self.cleanup.lock() {
+            c.sshd = Some(child);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("sshd did not start listening on 127.0.0.1:{port}");
+            let exited = self
+                .cleanup
+                .lock()
+                .ok()
+                .and_then(|mut c| c.sshd.as_mut().and_then(|s| s.try_wait().ok().flatten()));
+            if exited.is_some() || Instant::now() > deadline {
+                bail!(
+                    "sshd did not start listening on 127.0.0.1:{port}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default().trim()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         self.say(&format!(
-            "    $ {SSHD} -f {} -E {}\n    | listening on 127.0.0.1:{port}\n    ({:.2}s)",
+            "    $ {SSHD} -D -f {} -E {}\n    | listening on 127.0.0.1:{port}\n    ({:.2}s)",
             config_path.display(),
             log.display(),
             t.elapsed().as_secs_f64()

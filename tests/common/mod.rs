@@ -41,7 +41,8 @@ pub struct Sshd {
     pub dir: TempDir,
     pub config: PathBuf,
     pub log: PathBuf,
-    pid_file: PathBuf,
+    pub pid_file: PathBuf,
+    child: Option<std::process::Child>,
 }
 
 impl Sshd {
@@ -98,26 +99,36 @@ impl Sshd {
         ensure_privsep_dir();
         let log = dir.path().join("sshd.log");
         let pid_file = dir.path().join("sshd.pid");
-        let out = run(Command::new(SSHD)
+        // -D: sshd stays our child, so the guard below owns it from the first instant and stops
+        // it even when a later assertion fails (a daemonised sshd writes its pid too late for that).
+        let child = Command::new(SSHD)
+            .arg("-D")
             .arg("-f")
             .arg(&config)
             .arg("-E")
-            .arg(&log));
-        assert!(
-            out.status.success(),
-            "sshd did not start: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        let sshd = Sshd {
+            .arg(&log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {SSHD}: {e} (install openssh-server)"));
+        let mut sshd = Sshd {
             port,
             dir,
             config,
             log,
             pid_file,
+            child: Some(child),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = sshd
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "sshd exited ({status}) before listening:\n{}",
+                    sshd.log_text()
+                );
+            }
             assert!(Instant::now() < deadline, "sshd did not listen on {port}");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -170,8 +181,9 @@ pub fn ssh_client_args(port: u16) -> Vec<String> {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
