@@ -89,20 +89,25 @@ pub struct InitCaArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Hosts file: one host a line, `DEST [sshd_config=PATH] [ca_dest=PATH]`, where DEST is \
-[USER@]HOST or ssh://[USER@]HOST[:PORT] and the optional fields override --sshd-config and \
---ca-dest for that host; `#` starts a comment.
+[USER@]HOST or ssh://[USER@]HOST[:PORT] (USER@HOST or ssh://USER@HOST[:PORT] with --verify, which \
+drills that account) and the optional fields override --sshd-config and --ca-dest for that host; \
+`#` starts a comment.
 
-What it does on each host: checks OpenSSH >= 8.2 and that `sshd -t` accepts the current config \
-(else refuses, changing nothing); adds the bundle's keys to the TrustedUserCAKeys file already in \
-effect, or installs the bundle at --ca-dest and adds `TrustedUserCAKeys` where it is global (a \
-drop-in 00-sshbreak.conf in a folder the config includes before any Match, else before the first \
-Match); writes atomically, then requires `sshd -t` to pass and `sshd -T` to show every key trusted, \
-restoring the original files otherwise; reloads sshd (systemctl for /etc/ssh/sshd_config, else \
-SIGHUP to its PidFile) without dropping sessions. A second run changes nothing.
+What it does on each host: checks OpenSSH >= 8.2, that `sshd -t` accepts the current config and \
+that `sshd -T` can show it (else refuses, changing nothing); adds the bundle's keys to the \
+TrustedUserCAKeys file already in effect, or installs the bundle at --ca-dest and adds \
+`TrustedUserCAKeys` where it is global (a drop-in 00-sshbreak.conf in an existing folder the \
+config includes before any Match, else before the first Match); writes atomically, then requires \
+`sshd -t` to pass and `sshd -T` to show every key trusted, restoring the original files \
+otherwise; reloads sshd (systemctl for /etc/ssh/sshd_config, else SIGHUP to its PidFile) without \
+dropping sessions. A second run changes nothing. Each ssh connection gives up after 10 s without \
+an answer (ConnectTimeout; your own -o ConnectTimeout wins) and each host gets at most 2 minutes \
+in all.
 
 Exit status: 0 every host ended enrolled (or removed); 1 a host was refused or failed; 2 usage.")]
 pub struct EnrollHostArgs {
-    /// Hosts to enroll over your normal ssh, as [USER@]HOST or ssh://[USER@]HOST[:PORT].
+    /// Hosts to enroll over your normal ssh, as [USER@]HOST or ssh://[USER@]HOST[:PORT]. With
+    /// --verify the user is required: USER@HOST or ssh://USER@HOST[:PORT].
     #[arg(value_name = "[USER@]HOST")]
     pub hosts: Vec<String>,
 
@@ -116,7 +121,7 @@ pub struct EnrollHostArgs {
 
     /// Print the same change for hosts managed elsewhere instead of applying it: a POSIX sh
     /// script, a cloud-init user-data snippet, or an Ansible playbook (tasks with `sshd -t -f %s`
-    /// validation and a reload handler).
+    /// validation and a reload handler). --no-reload leaves the reload out of each.
     #[arg(long, value_name = "FORMAT", value_parser = ["shell", "cloud-init", "ansible"])]
     pub emit: Option<String>,
 
@@ -146,7 +151,8 @@ pub struct EnrollHostArgs {
     pub remove: bool,
 
     /// After enrolling, drill every enrolled host with `sshbreak drill` (one touch for the whole
-    /// run); a host whose drill does not pass counts as failed.
+    /// run); a host whose drill does not pass counts as failed. Every host must then name its
+    /// user (USER@HOST or ssh://USER@HOST[:PORT]): the drill certificate is made for that account.
     #[arg(long)]
     pub verify: bool,
 
@@ -162,9 +168,15 @@ pub struct EnrollHostArgs {
     #[arg(short = 'p', long, value_name = "PORT")]
     pub port: Option<u16>,
 
-    /// Extra ssh option, as `ssh -o` (repeatable).
+    /// Extra ssh option, as `ssh -o` (repeatable); yours come first, so they win over sshbreak's
+    /// defaults (BatchMode=yes, ConnectTimeout=10, ServerAliveInterval=15, ServerAliveCountMax=3).
     #[arg(short = 'o', value_name = "SSH_OPTION")]
     pub ssh_options: Vec<String>,
+
+    /// ssh configuration file, as `ssh -F`, for the connections and the --verify drill (`-F none`
+    /// ignores ~/.ssh/config).
+    #[arg(short = 'F', value_name = "CONFIG")]
+    pub ssh_config: Option<String>,
 }
 
 /// Options shared by `issue` and `connect` that shape the certificate.
@@ -321,7 +333,8 @@ pub struct DrillArgs {
     #[arg(value_name = "USER@HOST")]
     pub hosts: Vec<String>,
 
-    /// Read more hosts from a file (`-`: stdin), one per line (`#` comments allowed).
+    /// Read more hosts from a file (`-`: stdin), one USER@HOST or ssh://USER@HOST[:PORT] per line
+    /// (`#` comments allowed).
     #[arg(long, value_name = "FILE")]
     pub hosts_file: Option<PathBuf>,
 
@@ -329,11 +342,16 @@ pub struct DrillArgs {
     #[arg(short = 'p', value_name = "PORT")]
     pub port: Option<u16>,
 
-    /// ssh option, as `ssh -o` (repeatable). Your ssh config is used too, but the drill's own
-    /// settings (BatchMode, ConnectTimeout, IdentitiesOnly, no agent, no connection sharing,
-    /// LogLevel) come first and win.
+    /// ssh option, as `ssh -o` (repeatable). Your ssh config (or the one -F names) is used too,
+    /// but the drill's own settings (BatchMode, ConnectTimeout, IdentitiesOnly, no agent, no
+    /// connection sharing, LogLevel) come first and win.
     #[arg(short = 'o', value_name = "SSH_OPTION")]
     pub ssh_options: Vec<String>,
+
+    /// ssh configuration file, as `ssh -F` (`-F none` ignores ~/.ssh/config, which ssh finds
+    /// through your passwd entry whatever $HOME says).
+    #[arg(short = 'F', value_name = "CONFIG")]
+    pub ssh_config: Option<String>,
 
     /// Hosts to try at the same time. The certificate lasts 60 seconds: a large list needs
     /// enough of them.
@@ -347,7 +365,9 @@ pub struct DrillArgs {
     /// List hosts with the age of their last good drill instead of running one.
     #[arg(
         long,
-        conflicts_with_all = ["hosts", "hosts_file", "port", "ssh_options", "jobs", "timeout"]
+        conflicts_with_all = [
+            "hosts", "hosts_file", "port", "ssh_options", "ssh_config", "jobs", "timeout"
+        ]
     )]
     pub status: bool,
 

@@ -11,7 +11,13 @@
 //! the first `TrustedUserCAKeys` wins and later ones are ignored without a word; a directive after a
 //! `Match` line belongs to that block; keywords are case-insensitive and may be followed by `=`;
 //! `Include` takes several globs, relative ones under /etc/ssh, and an included file's `Match`
-//! blocks end with that file.
+//! blocks end with that file; a glob that matches nothing (a folder that does not exist) is no
+//! error, so such an `Include` is no place for a drop-in.
+//!
+//! Nothing is planned on a guess: a host whose `sshd -t` or `sshd -T` fails is refused, since
+//! without the effective configuration sshbreak cannot know which `TrustedUserCAKeys` is in effect.
+//! The `--emit ansible` playbook carries every value taken from the bundle or the command line
+//! with YAML's `!unsafe` tag, so that Ansible never evaluates template syntax in a key comment.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -315,12 +321,21 @@ impl CaKey {
 
     /// The line sshbreak writes. The scripts pass key lines to awk joined by `|` (and awk reads
     /// backslash escapes), so those characters, like control characters, become `_` in comments.
+    /// So do the characters a YAML 1.1 parser (cloud-init's, Ansible's) reads as a line break or
+    /// refuses (U+2028, U+2029, U+FEFF, U+FFFE, U+FFFF): in the cloud-init output the key lines
+    /// sit in a literal block, where a line break would end the block and let the rest of the
+    /// comment be read as YAML.
     pub fn line(&self) -> String {
         let comment: String = self
             .comment
             .chars()
             .map(|c| {
-                if c.is_control() || c == '|' || c == '\\' {
+                if c.is_control()
+                    || matches!(
+                        c,
+                        '|' | '\\' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+                    )
+                {
                     '_'
                 } else {
                     c
@@ -500,10 +515,14 @@ pub struct Snapshot {
     pub version_text: String,
     /// `sshd -t -f CONFIG`: `Err` holds its message.
     pub check: Option<Result<(), String>>,
-    /// `sshd -T -f CONFIG` output.
+    /// `sshd -T -f CONFIG` output (empty when it failed).
     pub dump: String,
+    /// `sshd -T -f CONFIG` failed with this message: nothing may be planned on `dump` then.
+    pub dump_error: Option<String>,
     /// Files read, by path; the main configuration is always among them.
     pub files: BTreeMap<String, FileState>,
+    /// Folders looked at, by path: whether a directory (or a link to one) is there.
+    pub dirs: BTreeMap<String, bool>,
     /// The user the reads ran as, when known (for a hint when it is not root).
     pub uid: Option<u32>,
 }
@@ -541,6 +560,63 @@ pub fn files_needed(config_text: &str, dump: &str, req: &Request) -> Vec<String>
     paths.sort();
     paths.dedup();
     paths
+}
+
+/// The folders whose existence the planner needs to know: the one a drop-in would go to. (An
+/// `Include` of a folder that does not exist is valid, but nothing can be written there.)
+pub fn dirs_needed(config_text: &str) -> Vec<String> {
+    drop_in_path(config_text, SSHDIR)
+        .and_then(|p| p.rsplit_once('/').map(|(dir, _)| dir.to_string()))
+        .into_iter()
+        .collect()
+}
+
+/// What the planner still needs from the host, given what `snap` already holds: files to read and
+/// folders to look at. The remote mode probes again for these; empty lists mean ready to plan.
+pub fn still_needed(snap: &Snapshot, req: &Request) -> (Vec<String>, Vec<String>) {
+    let config_text = match snap.files.get(&req.config) {
+        Some(FileState::Text(t)) => t.as_str(),
+        _ => "",
+    };
+    let files = files_needed(config_text, &snap.dump, req)
+        .into_iter()
+        .filter(|p| !snap.files.contains_key(p))
+        .collect();
+    let dirs = dirs_needed(config_text)
+        .into_iter()
+        .filter(|d| !snap.dirs.contains_key(d))
+        .collect();
+    (files, dirs)
+}
+
+/// Read everything the planner looks at through `ops` (the local host): `sshd -t`, `sshd -T`, the
+/// main configuration, then the files and folders it leads to. `version_text` is `sshd -V` output.
+pub fn read_snapshot(
+    ops: &mut dyn HostOps,
+    version_text: String,
+    req: &Request,
+) -> Result<Snapshot> {
+    let mut snap = Snapshot {
+        version_text,
+        check: Some(ops.check()),
+        ..Snapshot::default()
+    };
+    match ops.dump() {
+        Ok(dump) => snap.dump = dump,
+        Err(e) => snap.dump_error = Some(e),
+    }
+    let config = ops.read(&req.config)?;
+    snap.files.insert(req.config.clone(), config);
+    let (files, dirs) = still_needed(&snap, req);
+    for p in files {
+        let state = ops.read(&p)?;
+        snap.files.insert(p, state);
+    }
+    for d in dirs {
+        let there = ops.is_dir(&d)?;
+        snap.dirs.insert(d, there);
+    }
+    Ok(snap)
 }
 
 /// Check the request's own values: what sshbreak writes into sshd_config must stay one token.
@@ -585,13 +661,31 @@ pub fn preflight(snap: &Snapshot, req: &Request) -> std::result::Result<Version,
         ));
     }
     match &snap.check {
-        Some(Ok(())) => Ok(version),
-        Some(Err(msg)) => Err(format!(
-            "`sshd -t -f {}` rejects the current configuration ({}); fix it first — nothing was changed",
+        Some(Ok(())) => {}
+        Some(Err(msg)) => {
+            return Err(format!(
+                "`sshd -t -f {}` rejects the current configuration ({}); fix it first — nothing was changed",
+                req.config,
+                first_line(msg)
+            ));
+        }
+        None => return Err("internal: sshd -t was not run".into()),
+    }
+    dump_usable(snap, req)?;
+    Ok(version)
+}
+
+/// Refuse to plan without `sshd -T`: its output is the only reliable source of the
+/// `TrustedUserCAKeys` in effect, and planning on an empty one would add a second, ignored line.
+fn dump_usable(snap: &Snapshot, req: &Request) -> std::result::Result<(), String> {
+    match &snap.dump_error {
+        None => Ok(()),
+        Some(msg) => Err(format!(
+            "`sshd -T -f {}` fails ({}), so the TrustedUserCAKeys in effect cannot be known; run it \
+             as root on the host to see why and fix that first — nothing was changed",
             req.config,
             first_line(msg)
         )),
-        None => Err("internal: sshd -t was not run".into()),
     }
 }
 
@@ -619,6 +713,7 @@ fn text_of<'a>(snap: &'a Snapshot, path: &str) -> std::result::Result<Option<&'a
 /// is a refusal, one line saying why and what to do.
 pub fn plan(snap: &Snapshot, req: &Request) -> std::result::Result<Plan, String> {
     check_request(req)?;
+    dump_usable(snap, req)?;
     let config = text_of(snap, &req.config)?
         .ok_or_else(|| format!("{} does not exist; pass --sshd-config", req.config))?;
     if req.remove {
@@ -706,7 +801,25 @@ fn plan_enroll(snap: &Snapshot, req: &Request, config: &str) -> std::result::Res
     }
 
     let block = directive_block(dest);
-    match drop_in_path(config, SSHDIR).filter(|p| p != &req.config && p != dest) {
+    let drop_in = drop_in_path(config, SSHDIR).filter(|p| p != &req.config && p != dest);
+    // A folder that does not exist: sshd is happy (the glob matches nothing), but no drop-in can
+    // be written there, and creating folders on someone's host is not sshbreak's call.
+    let mut missing_folder = None;
+    let drop_in = match drop_in {
+        Some(p) => {
+            let dir = p.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+            match snap.dirs.get(&dir) {
+                Some(true) => Some(p),
+                Some(false) => {
+                    missing_folder = Some(dir);
+                    None
+                }
+                None => return Err(format!("internal: {dir} was not looked at before planning")),
+            }
+        }
+        None => None,
+    };
+    match drop_in {
         Some(drop_in) => {
             let current = text_of(snap, &drop_in)?;
             let after = match current {
@@ -728,8 +841,11 @@ fn plan_enroll(snap: &Snapshot, req: &Request, config: &str) -> std::result::Res
             } else {
                 "at its end"
             };
+            let why = missing_folder.map_or(String::new(), |d| {
+                format!(" (the folder its Include names, {d}, does not exist)")
+            });
             plan.actions.push(format!(
-                "add `TrustedUserCAKeys {dest}` to {} {where_}",
+                "add `TrustedUserCAKeys {dest}` to {} {where_}{why}",
                 req.config
             ));
             plan.changes.push(Change {
@@ -984,6 +1100,8 @@ pub trait HostOps {
     fn read(&mut self, path: &str) -> Result<FileState>;
     /// Whether anything (also a dangling symlink) is at `path`.
     fn exists(&mut self, path: &str) -> Result<bool>;
+    /// Whether `path` is a directory (following symlinks, as sshd's glob does).
+    fn is_dir(&mut self, path: &str) -> Result<bool>;
     fn write(&mut self, path: &str, text: &str) -> Result<()>;
     /// Copy with the same mode and owner.
     fn copy(&mut self, from: &str, to: &str) -> Result<()>;
@@ -1142,14 +1260,18 @@ fn script_preamble(config: &str) -> String {
     )
 }
 
-/// The probe: prints, one record a line, what the planner needs. Each record is
+/// The probe: prints, one record a line, what the planner needs: the files in `paths`, whether
+/// each of `dirs` is a folder, and sshd's own view. Each record is
 /// `@@sshbreak NAME STATUS xHEX xHEX` (hex of a path or a value, and of a content), so any bytes
 /// survive the trip; `od` and `tr` are POSIX.
-pub fn probe_script(config: &str, paths: &[String]) -> String {
+pub fn probe_script(config: &str, paths: &[String], dirs: &[String]) -> String {
     let mut s = script_preamble(config);
     s.push_str(PROBE_LIB);
     for p in paths {
         let _ = writeln!(s, "file_rec {}", sh_quote(p));
+    }
+    for d in dirs {
+        let _ = writeln!(s, "dir_rec {}", sh_quote(d));
     }
     s.push_str("probe_end\n");
     s
@@ -1165,11 +1287,14 @@ file_rec() {
   else rec file present "$1" "$(hex < "$1")"
   fi
 }
+dir_rec() { if [ -d "$1" ]; then rec dir present "$1" ''; else rec dir absent "$1" ''; fi; }
 rec uid "$(id -u)" '' ''
 v=$("$SSHD" -V 2>&1); rec sshd-version "$?" '' "$(printf '%s' "$v" | hex)"
 v=$(ssh -V 2>&1); rec ssh-version "$?" '' "$(printf '%s' "$v" | hex)"
 v=$("$SSHD" -t -f "$C" 2>&1); rec check "$?" '' "$(printf '%s' "$v" | hex)"
-dump=$("$SSHD" -T -f "$C" 2>/dev/null); rec dump "$?" '' "$(printf '%s' "$dump" | hex)"
+# The dump without stderr (warnings would mix into it); when it fails, its messages instead.
+if dump=$("$SSHD" -T -f "$C" 2>/dev/null); then rec dump 0 '' "$(printf '%s' "$dump" | hex)"
+else st=$?; v=$("$SSHD" -T -f "$C" 2>&1); rec dump "$st" '' "$(printf '%s' "$v" | hex)"; dump=''; fi
 file_rec "$C"
 eff=$(printf '%s\n' "$dump" | awk 'tolower($1) == "trustedusercakeys" { sub(/^[^ \t]+[ \t]+/, ""); print; exit }')
 case $eff in ''|none) ;; *) file_rec "$eff" ;; esac
@@ -1213,7 +1338,11 @@ pub fn parse_probe(output: &str) -> std::result::Result<Snapshot, String> {
             "check" => {
                 snap.check = Some(if status == "0" { Ok(()) } else { Err(text()) });
             }
-            "dump" => snap.dump = text(),
+            "dump" if status == "0" => snap.dump = text(),
+            "dump" => snap.dump_error = Some(text()),
+            "dir" => {
+                snap.dirs.insert(a, status == "present");
+            }
             "file" => {
                 let state = match status {
                     "absent" => FileState::Absent,
@@ -1466,7 +1595,10 @@ if [ "$major" -lt 8 ] || { [ "$major" -eq 8 ] && [ "$minor" -lt 2 ]; }; then
   die "OpenSSH $major.$minor is older than 8.2, which cannot verify the security key's CA signatures; upgrade openssh-server first"
 fi
 out=$("$SSHD" -t -f "$C" 2>&1) || die "sshd -t -f $C rejects the current configuration ($(firstline "$out")); fix it first — nothing was changed"
-DUMP=$("$SSHD" -T -f "$C" 2>/dev/null) || die "sshd -T -f $C fails; nothing was changed"
+DUMP=$("$SSHD" -T -f "$C" 2>/dev/null) || {
+  out=$("$SSHD" -T -f "$C" 2>&1)
+  die "sshd -T -f $C fails ($(firstline "$out")), so the TrustedUserCAKeys in effect cannot be known; run it as root to see why and fix that first — nothing was changed"
+}
 # Keyword of each line in lower case, without a trailing `=value`.
 KW='{ k = tolower($1); sub(/=.*/, "", k) }'
 missing_lines() {
@@ -1583,15 +1715,40 @@ pub fn emit_shell(keys: &[CaKey], config: &str, ca_dest: &str, reload: bool) -> 
     s
 }
 
-/// A YAML scalar in single quotes (`'` doubled); the values here are validated paths and key
-/// lines, which hold no line breaks.
-fn yaml_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+/// A YAML double-quoted scalar that every YAML 1.1 and 1.2 parser reads back as exactly `s`:
+/// printable ASCII stands for itself, everything else (line breaks, U+2028 and the like, `"`,
+/// `\`) is an escape, so nothing in `s` can end the scalar or start new YAML.
+fn yaml_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            ' '..='~' => out.push(c),
+            c if u32::from(c) <= 0xffff => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => {
+                let _ = write!(out, "\\U{:08X}", u32::from(c));
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A value from the bundle or the command line for the Ansible playbook: tagged `!unsafe`, so
+/// that Ansible uses it as it is and never evaluates `{{ }}` or `{% %}` in it (a key comment is
+/// free text, and template code in it would run on the controller).
+fn yaml_unsafe(s: &str) -> String {
+    format!("!unsafe {}", yaml_str(s))
 }
 
 /// `--emit cloud-init`: the shell script, written by `write_files` and run once by `runcmd`.
-pub fn emit_cloud_init(keys: &[CaKey], config: &str, ca_dest: &str) -> String {
-    let script = emit_shell(keys, config, ca_dest, true);
+/// `reload: false` (--no-reload) leaves sshd alone, as the script's `RELOAD=0` does.
+pub fn emit_cloud_init(keys: &[CaKey], config: &str, ca_dest: &str, reload: bool) -> String {
+    let script = emit_shell(keys, config, ca_dest, reload);
     let mut s = String::from(
         "#cloud-config\n\
          # Make sshd trust the sshbreak break-glass CA on first boot (generated by\n\
@@ -1600,6 +1757,8 @@ pub fn emit_cloud_init(keys: &[CaKey], config: &str, ca_dest: &str) -> String {
          write_files:\n  - path: /var/lib/sshbreak/enroll-host.sh\n    owner: 'root:root'\n    \
          permissions: '0700'\n    content: |\n",
     );
+    // Key comments can only be plain text inside this literal block: `CaKey::line` has replaced
+    // the characters a YAML parser would read as a line break.
     for line in script.lines() {
         if line.is_empty() {
             s.push('\n');
@@ -1611,10 +1770,12 @@ pub fn emit_cloud_init(keys: &[CaKey], config: &str, ca_dest: &str) -> String {
     s
 }
 
-/// `--emit ansible`: a playbook (one play, its task list and the reload handler) with the standard
-/// modules. The directive goes in with `blockinfile` at the top of the file — always global, and
-/// blockinfile's `insertbefore` would pick the *last* Match — validated by `sshd -t -f %s`.
-pub fn emit_ansible(keys: &[CaKey], config: &str, ca_dest: &str) -> String {
+/// `--emit ansible`: a playbook (one play, its task list and, unless `reload` is false, the
+/// reload handler) with the standard modules. The directive goes in with `blockinfile` at the top
+/// of the file — always global, and blockinfile's `insertbefore` would pick the *last* Match —
+/// validated by `sshd -t -f %s`. Every value that comes from the bundle or the command line is
+/// `!unsafe` ([`yaml_unsafe`]); only the playbook's own expressions are templates.
+pub fn emit_ansible(keys: &[CaKey], config: &str, ca_dest: &str, reload: bool) -> String {
     let mut s = String::new();
     s.push_str(
         "# Make sshd trust the sshbreak break-glass CA (generated by\n\
@@ -1622,24 +1783,45 @@ pub fn emit_ansible(keys: &[CaKey], config: &str, ca_dest: &str) -> String {
          # Keys go into the TrustedUserCAKeys file already in effect when there is one (a second\n\
          # TrustedUserCAKeys line would be ignored by sshd); otherwise the bundle is installed and\n\
          # the directive added at the top of the configuration, before any Match block.\n\
-         - name: Trust the sshbreak break-glass CA in sshd\n  hosts: all\n  become: true\n  vars:\n",
+         # Values from the CA bundle are tagged !unsafe: Ansible never evaluates them as templates.\n",
     );
-    let _ = writeln!(s, "    sshbreak_sshd_config: {}", yaml_quote(config));
-    let _ = writeln!(s, "    sshbreak_ca_dest: {}", yaml_quote(ca_dest));
+    if !reload {
+        s.push_str(
+            "# Generated with --no-reload: sshd is not reloaded; it reads the change at its next\n\
+             # reload or start.\n",
+        );
+    }
+    s.push_str(
+        "- name: Trust the sshbreak break-glass CA in sshd\n  hosts: all\n  become: true\n  vars:\n",
+    );
+    let _ = writeln!(s, "    sshbreak_sshd_config: {}", yaml_unsafe(config));
+    let _ = writeln!(s, "    sshbreak_ca_dest: {}", yaml_unsafe(ca_dest));
     s.push_str("    sshbreak_ca_keys:\n");
     for k in keys {
-        let _ = writeln!(s, "      - {}", yaml_quote(&k.line()));
+        let _ = writeln!(s, "      - {}", yaml_unsafe(&k.line()));
     }
-    // The same keys as file content: a literal block keeps the line breaks without escapes.
-    s.push_str("    sshbreak_ca_bundle: |\n");
-    for k in keys {
-        let _ = writeln!(s, "      {}", k.line());
+    // The same keys as file content, one line each.
+    let bundle: String = keys.iter().map(|k| k.line() + "\n").collect();
+    let _ = writeln!(s, "    sshbreak_ca_bundle: {}", yaml_unsafe(&bundle));
+    if reload {
+        s.push_str(
+            "    sshbreak_sshd_service: \"{{ 'ssh' if ansible_facts['os_family'] == 'Debian' else 'sshd' }}\"\n",
+        );
     }
-    s.push_str(
-        "    sshbreak_sshd_service: \"{{ 'ssh' if ansible_facts['os_family'] == 'Debian' else 'sshd' }}\"\n",
-    );
-    s.push_str(
-        r##"  tasks:
+    let notify = if reload {
+        "      notify: Reload sshd\n"
+    } else {
+        ""
+    };
+    s.push_str(&ANSIBLE_TASKS.replace("@NOTIFY@\n", notify));
+    if reload {
+        s.push_str(ANSIBLE_HANDLERS);
+    }
+    s
+}
+
+/// The tasks of the `--emit ansible` play; `@NOTIFY@` is the reload notification or nothing.
+const ANSIBLE_TASKS: &str = r##"  tasks:
     - name: Check that sshd accepts its current configuration
       ansible.builtin.command:
         argv: [/usr/sbin/sshd, -t, -f, "{{ sshbreak_sshd_config }}"]
@@ -1680,22 +1862,22 @@ pub fn emit_ansible(keys: &[CaKey], config: &str, ca_dest: &str) -> String {
         insertbefore: BOF
         validate: /usr/sbin/sshd -t -f %s
       when: sshbreak_ca_effective == 'none'
-      notify: Reload sshd
+@NOTIFY@
     - name: Confirm that sshd now trusts a CA file
       ansible.builtin.command:
         argv: [/usr/sbin/sshd, -T, -f, "{{ sshbreak_sshd_config }}"]
       register: sshbreak_sshd_t_after
       changed_when: false
       failed_when: sshbreak_sshd_t_after.rc != 0 or sshbreak_sshd_t_after.stdout is search('(?m)^trustedusercakeys none$')
-  handlers:
+"##;
+
+/// The reload handler of the `--emit ansible` play.
+const ANSIBLE_HANDLERS: &str = r##"  handlers:
     - name: Reload sshd
       ansible.builtin.service:
         name: "{{ sshbreak_sshd_service }}"
         state: reloaded
-"##,
-    );
-    s
-}
+"##;
 
 #[cfg(test)]
 mod tests {
@@ -1735,6 +1917,9 @@ mod tests {
             .insert(CONFIG.into(), FileState::Text(config.into()));
         for p in files_needed(config, dump, &request(false)) {
             snap.files.insert(p, FileState::Absent);
+        }
+        for d in dirs_needed(config) {
+            snap.dirs.insert(d, true);
         }
         for (p, t) in files {
             snap.files
@@ -2067,10 +2252,12 @@ mod tests {
         );
     }
 
-    /// An in-memory host: files, and an `sshd -T` computed from them by a closure.
+    /// An in-memory host: files, folders, and an `sshd -T` computed from the files by a closure.
     struct FakeHost {
         files: BTreeMap<String, String>,
+        dirs: BTreeSet<String>,
         dump: fn(&BTreeMap<String, String>) -> String,
+        dump_fails: Option<String>,
         fail_write: Option<String>,
     }
 
@@ -2083,6 +2270,9 @@ mod tests {
         }
         fn exists(&mut self, path: &str) -> Result<bool> {
             Ok(self.files.contains_key(path))
+        }
+        fn is_dir(&mut self, path: &str) -> Result<bool> {
+            Ok(self.dirs.contains(path))
         }
         fn write(&mut self, path: &str, text: &str) -> Result<()> {
             if self.fail_write.as_deref() == Some(path) {
@@ -2109,7 +2299,10 @@ mod tests {
             Ok(())
         }
         fn dump(&mut self) -> std::result::Result<String, String> {
-            Ok((self.dump)(&self.files))
+            match &self.dump_fails {
+                Some(msg) => Err(msg.clone()),
+                None => Ok((self.dump)(&self.files)),
+            }
         }
     }
 
@@ -2132,27 +2325,123 @@ mod tests {
     fn fake(config: &str) -> FakeHost {
         FakeHost {
             files: BTreeMap::from([(CONFIG.to_string(), config.to_string())]),
+            dirs: BTreeSet::from(["/etc/ssh".to_string(), "/etc/ssh/sshd_config.d".to_string()]),
             dump: honest_dump,
+            dump_fails: None,
             fail_write: None,
         }
     }
 
     fn snapshot_of(host: &mut FakeHost, req: &Request) -> Snapshot {
-        let config = host.files[CONFIG].clone();
-        let dump = (host.dump)(&host.files);
-        let mut snap = Snapshot {
-            version_text: "OpenSSH_9.2".into(),
-            check: Some(Ok(())),
-            dump: dump.clone(),
-            ..Snapshot::default()
-        };
-        snap.files
-            .insert(CONFIG.into(), FileState::Text(config.clone()));
-        for p in files_needed(&config, &dump, req) {
-            let s = host.read(&p).unwrap();
-            snap.files.insert(p, s);
+        read_snapshot(host, "OpenSSH_9.2".into(), req).unwrap()
+    }
+
+    #[test]
+    fn an_include_of_a_missing_folder_gets_the_directive_in_the_main_config() {
+        let mut snap = snapshot(DEBIAN, "trustedusercakeys none\n", &[]);
+        snap.dirs.insert("/etc/ssh/sshd_config.d".into(), false);
+        let plan = plan(&snap, &request(false)).unwrap();
+        assert_eq!(plan.changes.len(), 2, "{plan:?}");
+        assert_eq!(plan.changes[0].path, DEST);
+        let config = after(&plan, CONFIG).unwrap();
+        let directive = config.find("TrustedUserCAKeys").unwrap();
+        assert!(directive < config.find("Match User").unwrap(), "{config}");
+        assert!(config.starts_with("Include /etc/ssh/sshd_config.d/*.conf\n"));
+        assert!(
+            plan.actions[1].contains("before its first Match")
+                && plan.actions[1].contains("/etc/ssh/sshd_config.d, does not exist"),
+            "{:?}",
+            plan.actions
+        );
+        // Not knowing is no reason to guess.
+        snap.dirs.clear();
+        let err = super::plan(&snap, &request(false)).unwrap_err();
+        assert!(
+            err.contains("internal") && err.contains("sshd_config.d"),
+            "{err}"
+        );
+
+        // Through the transaction: the fake host has no such folder, and nothing is written there.
+        let mut host = fake(DEBIAN);
+        host.dirs.remove("/etc/ssh/sshd_config.d");
+        let req = request(false);
+        let snap = snapshot_of(&mut host, &req);
+        assert_eq!(snap.dirs.get("/etc/ssh/sshd_config.d"), Some(&false));
+        let plan = super::plan(&snap, &req).unwrap();
+        apply(&mut host, &plan, &req, false).unwrap();
+        assert!(host.files[CONFIG].contains(&format!("TrustedUserCAKeys {DEST}")));
+        assert!(host.files.keys().all(|p| !p.contains("sshd_config.d")));
+    }
+
+    #[test]
+    fn a_failing_sshd_dump_is_refused_with_its_message_and_a_next_step() {
+        let mut host = fake(DEBIAN);
+        host.dump_fails =
+            Some("\n/etc/ssh/sshd_config line 9: unsupported option \"Foo\".\nmore\n".into());
+        let req = request(false);
+        let snap = snapshot_of(&mut host, &req);
+        assert_eq!(snap.dump, "");
+        for err in [
+            preflight(&snap, &req).unwrap_err(),
+            plan(&snap, &req).unwrap_err(),
+            plan(&snap, &request(true)).unwrap_err(),
+        ] {
+            assert!(
+                err.contains("`sshd -T -f /etc/ssh/sshd_config` fails")
+                    && err.contains("line 9: unsupported option")
+                    && !err.contains("more")
+                    && !err.contains('\n')
+                    && err.contains("nothing was changed"),
+                "{err}"
+            );
         }
-        snap
+    }
+
+    #[test]
+    fn key_comments_cannot_break_out_of_a_yaml_line() {
+        let k = CaKey {
+            algo: "ssh-ed25519".into(),
+            blob: "AAAA".into(),
+            comment: "a\u{2028}runcmd: [id]\u{2029}b\u{feff}|\\".into(),
+        };
+        assert_eq!(k.line(), "ssh-ed25519 AAAA a_runcmd: [id]_b___");
+        assert_eq!(
+            yaml_str("it's \"{{ x }}\" \\ \n é\u{2028}\u{1F511}"),
+            "\"it's \\\"{{ x }}\\\" \\\\ \\n \\u00E9\\u2028\\U0001F511\""
+        );
+    }
+
+    #[test]
+    fn ansible_gets_bundle_values_only_as_unsafe_and_no_reload_when_told() {
+        let evil = CaKey {
+            comment: "ca {{ lookup('pipe','id') }} {% for x in y %}".into(),
+            ..key(KEY_A)
+        };
+        let keys = [evil, key(KEY_B)];
+        let play = emit_ansible(&keys, "/etc/ssh/sshd_config", "/etc/ssh/{{7*7}}.pub", true);
+        let tainted: Vec<&str> = play
+            .lines()
+            .filter(|l| l.contains("lookup(") || l.contains("{{7*7}}") || l.contains("{%"))
+            .collect();
+        assert_eq!(tainted.len(), 3, "the two keys and the bundle: {play}");
+        for l in &tainted {
+            let value = l.trim_start().trim_start_matches("- ");
+            let value = value.split_once(": ").map_or(value, |(_, v)| v);
+            assert!(value.starts_with("!unsafe \""), "{l}");
+        }
+        assert!(play.contains("sshbreak_ca_dest: !unsafe \"/etc/ssh/{{7*7}}.pub\""));
+        assert!(play.contains("notify: Reload sshd") && play.contains("handlers:"));
+        let quiet = emit_ansible(&keys, "/etc/ssh/sshd_config", "/etc/ssh/ca.pub", false);
+        assert!(
+            !quiet.contains("notify") && !quiet.contains("handlers:"),
+            "{quiet}"
+        );
+        assert!(!quiet.contains("sshbreak_sshd_service"), "{quiet}");
+
+        let cloud = emit_cloud_init(&keys, "/etc/ssh/sshd_config", "/etc/ssh/ca.pub", false);
+        assert!(cloud.contains("      RELOAD=0\n"), "{cloud}");
+        let cloud = emit_cloud_init(&keys, "/etc/ssh/sshd_config", "/etc/ssh/ca.pub", true);
+        assert!(cloud.contains("      RELOAD=1\n"), "{cloud}");
     }
 
     #[test]
@@ -2245,7 +2534,16 @@ mod tests {
         assert_eq!(snap.dump, "port 22");
         assert_eq!(snap.files["/a"], FileState::Text("hi".into()));
         assert_eq!(snap.files["/b"], FileState::Absent);
+        assert_eq!(snap.dump_error, None);
         assert!(parse_probe("@@sshbreak uid 0 x x\n").is_err());
+        // A failing sshd -T, and folders.
+        let out = "@@sshbreak dump 255 x x6f6f7073\n@@sshbreak dir present x2f64 x\n\
+                   @@sshbreak dir absent x2f65 x\n@@sshbreak end 0 x x\n";
+        let snap = parse_probe(out).unwrap();
+        assert_eq!(snap.dump, "");
+        assert_eq!(snap.dump_error.as_deref(), Some("oops"));
+        assert!(snap.dirs["/d"]);
+        assert!(!snap.dirs["/e"]);
         assert!(parse_probe("@@sshbreak file present x2f6 x\n@@sshbreak end 0 x x\n").is_err());
 
         assert_eq!(

@@ -1,6 +1,8 @@
 //! `sshbreak drill` against real sshd on 127.0.0.1: one that trusts the CA, one that does not,
 //! and a port nobody listens on; the record of good drills and `--status`; and destinations that
-//! try to smuggle options into ssh.
+//! try to smuggle options into ssh. Every drill here runs with `-F none` (or a config file of the
+//! test's own): ssh finds ~/.ssh/config through the passwd entry, not $HOME, so without it a
+//! developer's own ssh config would take part in the tests.
 
 mod common;
 
@@ -19,11 +21,14 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// `sshbreak drill` with the options a throwaway sshd needs (its host key is unknown).
+/// `sshbreak drill` with the options a throwaway sshd needs (its host key is unknown), and no
+/// ssh config but these options.
 fn drill(env: &Env, args: &[&str]) -> Output {
     env.cmd()
         .arg("drill")
         .args([
+            "-F",
+            "none",
             "-o",
             "StrictHostKeyChecking=no",
             "-o",
@@ -272,4 +277,64 @@ fn a_login_with_another_key_is_not_a_pass() {
     let log = sshd.log_text();
     assert!(log.contains("Accepted publickey"), "{log}");
     assert!(!env.home.join("drills.json").exists());
+}
+
+#[test]
+fn the_ssh_config_named_with_f_is_the_one_ssh_reads() {
+    let env = Env::new();
+    env.init_ca();
+    let sshd = Sshd::start(Some(&env.bundle()));
+    // Only this file knows where `drill-target` is.
+    let config = env.dir.path().join("ssh_config");
+    fs::write(
+        &config,
+        format!(
+            "Host drill-target\n  HostName 127.0.0.1\n  Port {}\n  StrictHostKeyChecking no\n  \
+             UserKnownHostsFile /dev/null\n",
+            sshd.port
+        ),
+    )
+    .unwrap();
+    let dest = format!("{}@drill-target", whoami());
+    let out = env
+        .cmd()
+        .args(["drill", "--timeout", "5", "-F"])
+        .arg(&config)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), sshd.log_text());
+    assert!(stdout(&out).starts_with("pass "), "{}", text(&out));
+
+    // The options that make a pass mean something still come first and win over the file.
+    fs::write(
+        &config,
+        format!(
+            "Host drill-target\n  HostName 127.0.0.1\n  Port {}\n  BatchMode no\n  \
+             ControlMaster yes\n  ControlPath {}/cm-%C\n  StrictHostKeyChecking no\n  \
+             UserKnownHostsFile /dev/null\n",
+            sshd.port,
+            env.dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .args(["drill", "--timeout", "5", "-F"])
+        .arg(&config)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let masters = fs::read_dir(env.dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("cm-"))
+        })
+        .count();
+    assert_eq!(masters, 0, "a control master was set up");
+
+    let out = env.cmd().args(["drill", "-F", "", &dest]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }

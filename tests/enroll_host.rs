@@ -1,6 +1,9 @@
 //! `sshbreak enroll-host` against temporary sshd configuration trees, checked with the real
 //! `sshd -t` / `sshd -T` and by logging in to a throwaway sshd on 127.0.0.1 — locally (`--local`),
-//! over ssh to two loopback sshds in parallel, and through the `--emit` outputs.
+//! over ssh to three loopback sshds in parallel, and through the `--emit` outputs. Every ssh the
+//! tests cause runs with `-F none`: ssh finds ~/.ssh/config through the passwd entry, not $HOME,
+//! so a developer's own config would otherwise take part. Where only the command line matters, a
+//! stand-in `ssh` early in PATH records it.
 
 mod common;
 
@@ -10,6 +13,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use common::{Env, SSHD, Sshd, run, text, whoami};
@@ -404,18 +409,33 @@ fn dry_run_shows_a_diff_and_remove_takes_everything_back_out() {
     assert!(stdout(&out).contains("not enrolled"), "{}", text(&out));
 }
 
+/// How a remote test host lays out its sshd configuration.
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    /// `Include sshd_config.d/*.conf` first, and the folder exists: a drop-in.
+    Debian,
+    /// No Include: the directive before the first Match.
+    Plain,
+    /// `Include` of a folder that does not exist: the directive in the main file.
+    MissingIncludeFolder,
+}
+
 /// A loopback sshd that admits `client_key` for the test user (for the remote mode's own ssh).
-fn remote_tree(client_pub: &Path, debian: bool) -> Tree {
-    let head = if debian {
-        "Include @DIR@/sshd_config.d/*.conf\nAuthorizedKeysFile @DIR@/authorized_keys\n"
-    } else {
-        "AuthorizedKeysFile @DIR@/authorized_keys\n"
+fn remote_tree(client_pub: &Path, layout: Layout) -> Tree {
+    let head = match layout {
+        Layout::Debian => {
+            "Include @DIR@/sshd_config.d/*.conf\nAuthorizedKeysFile @DIR@/authorized_keys\n"
+        }
+        Layout::Plain => "AuthorizedKeysFile @DIR@/authorized_keys\n",
+        Layout::MissingIncludeFolder => {
+            "Include @DIR@/missing.d/*.conf\nAuthorizedKeysFile @DIR@/authorized_keys\n"
+        }
     };
     let tree = Tree::new(
         head,
         &format!("Match User {OTHER_USER}\n  X11Forwarding no\n"),
     );
-    if debian {
+    if layout == Layout::Debian {
         fs::create_dir(tree.path("sshd_config.d")).unwrap();
     }
     fs::copy(client_pub, tree.path("authorized_keys")).unwrap();
@@ -423,7 +443,7 @@ fn remote_tree(client_pub: &Path, debian: bool) -> Tree {
 }
 
 #[test]
-fn remote_mode_enrolls_two_hosts_in_parallel() {
+fn remote_mode_enrolls_three_hosts_in_parallel() {
     let env = Env::new();
     env.init_ca();
     let client = env.dir.path().join("client_ed25519");
@@ -434,8 +454,9 @@ fn remote_mode_enrolls_two_hosts_in_parallel() {
     let client_pub = PathBuf::from(format!("{}.pub", client.display()));
 
     let trees = [
-        remote_tree(&client_pub, true),
-        remote_tree(&client_pub, false),
+        remote_tree(&client_pub, Layout::Debian),
+        remote_tree(&client_pub, Layout::Plain),
+        remote_tree(&client_pub, Layout::MissingIncludeFolder),
     ];
     let paths: Vec<(PathBuf, PathBuf, PathBuf)> = trees
         .iter()
@@ -444,7 +465,7 @@ fn remote_mode_enrolls_two_hosts_in_parallel() {
     let originals: Vec<_> = paths.iter().map(|(d, _, _)| files(d)).collect();
     let servers: Vec<Sshd> = trees.into_iter().map(Tree::start).collect();
     let hosts_file = env.dir.path().join("hosts");
-    let mut lines = String::from("# two loopback sshds\n\n");
+    let mut lines = String::from("# three loopback sshds\n\n");
     for (s, (_, config, ca)) in servers.iter().zip(&paths) {
         lines += &format!(
             "ssh://{}@127.0.0.1:{} sshd_config={} ca_dest={}\n",
@@ -460,10 +481,12 @@ fn remote_mode_enrolls_two_hosts_in_parallel() {
         if fail_after_write {
             cmd.env("SSHBREAK_TEST_FAIL_AFTER_WRITE", "1");
         }
+        // -F none: a developer's ~/.ssh/config must not share, proxy or redirect these
+        // connections, nor the --verify drill's.
         cmd.arg("enroll-host")
             .arg("--hosts-file")
             .arg(&hosts_file)
-            .args(["-j", "2"]);
+            .args(["-j", "3", "-F", "none"]);
         for o in [
             format!("IdentityFile={}", client.display()),
             "IdentitiesOnly=yes".into(),
@@ -472,11 +495,6 @@ fn remote_mode_enrolls_two_hosts_in_parallel() {
             "UserKnownHostsFile=/dev/null".into(),
             "GlobalKnownHostsFile=/dev/null".into(),
             "LogLevel=ERROR".into(),
-            "ConnectTimeout=10".into(),
-            // Keep a developer's ~/.ssh/config from sharing or proxying these connections.
-            "ControlMaster=no".into(),
-            "ControlPath=none".into(),
-            "ProxyCommand=none".into(),
         ] {
             cmd.arg("-o").arg(o);
         }
@@ -493,10 +511,13 @@ fn remote_mode_enrolls_two_hosts_in_parallel() {
     let said = stdout(&out);
     assert_eq!(
         said.matches("dry run, nothing changed").count(),
-        2,
+        3,
         "{said}"
     );
-    assert!(said.contains("00-sshbreak.conf"), "{said}");
+    assert!(said.contains("sshd_config.d/00-sshbreak.conf"), "{said}");
+    // The host whose Include names a missing folder gets the line in its main file.
+    assert!(!said.contains("missing.d/00-sshbreak.conf"), "{said}");
+    assert!(said.contains("missing.d, does not exist"), "{said}");
     unchanged();
 
     // The transaction script's rollback, on the far side.
@@ -504,7 +525,7 @@ fn remote_mode_enrolls_two_hosts_in_parallel() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(
         stdout(&out).matches("restored the original files").count(),
-        2,
+        3,
         "{}",
         text(&out)
     );
@@ -513,8 +534,8 @@ fn remote_mode_enrolls_two_hosts_in_parallel() {
     let out = remote(&[], false);
     assert!(out.status.success(), "{}", text(&out));
     let said = stdout(&out);
-    assert_eq!(said.matches(": enrolled (").count(), 2, "{said}");
-    assert_eq!(said.matches("SIGHUP").count(), 2, "{said}");
+    assert_eq!(said.matches(": enrolled (").count(), 3, "{said}");
+    assert_eq!(said.matches("SIGHUP").count(), 3, "{said}");
     for (_, config, ca) in &paths {
         assert!(sshd_t(config).status.success());
         assert_eq!(effective_ca(config, None), ca.display().to_string());
@@ -529,13 +550,13 @@ fn remote_mode_enrolls_two_hosts_in_parallel() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         stdout(&out).matches("drill passed").count(),
-        2,
+        3,
         "{}",
         text(&out)
     );
     assert_eq!(
         stdout(&out).matches("already enrolled").count(),
-        2,
+        3,
         "{}",
         text(&out)
     );
@@ -544,7 +565,7 @@ fn remote_mode_enrolls_two_hosts_in_parallel() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         stdout(&out).matches(": removed (").count(),
-        2,
+        3,
         "{}",
         text(&out)
     );
@@ -562,7 +583,7 @@ fn destinations_that_look_like_options_are_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("starts with `-`"),
+        String::from_utf8_lossy(&out.stderr).contains("begins with `-`"),
         "{}",
         text(&out)
     );
@@ -580,7 +601,10 @@ fn verify_and_emit_refuse_combinations_that_make_no_sense() {
         &["enroll-host", "--local", "--sudo"],
         &["enroll-host"],
         &["enroll-host", "-o=-F/tmp/x", "root@127.0.0.1"],
+        &["enroll-host", "-F", "", "root@127.0.0.1"],
         &["enroll-host", "--local", "--sshd-config", "sshd_config"],
+        &["enroll-host", "--local", "-F", "none"],
+        &["enroll-host", "--emit", "shell", "-p", "22"],
     ] {
         let out = env.cmd().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
@@ -721,4 +745,268 @@ fn the_emitted_shell_script_enrolls_once_and_then_changes_nothing() {
         let (key, cert) = issue(&env, &format!("login{n}"));
         login(&sshd, &key, &cert);
     }
+}
+
+/// A stand-in `ssh` first in PATH: it appends its arguments (one a line, then `--END--`) to
+/// `<dir>/ssh-args` and fails as an unreachable host would.
+fn fake_ssh(dir: &Path) -> (PathBuf, PathBuf) {
+    let bin = dir.join("fakebin");
+    fs::create_dir_all(&bin).unwrap();
+    let log = dir.join("ssh-args");
+    let script = bin.join("ssh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done >> '{}'\necho --END-- >> '{}'\n\
+             echo 'ssh: connect to host nowhere port 22: Connection refused' >&2\nexit 255\n",
+            log.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    (PathBuf::from(path), log)
+}
+
+#[test]
+fn verify_refuses_a_destination_without_a_user_before_any_host_is_touched() {
+    let env = Env::new();
+    env.init_ca();
+    let (path, log) = fake_ssh(env.dir.path());
+    let hosts = env.dir.path().join("hosts");
+    fs::write(
+        &hosts,
+        "root@127.0.0.1\n127.0.0.1 sshd_config=/etc/ssh/sshd_config\n",
+    )
+    .unwrap();
+    for args in [
+        &["enroll-host", "--verify", "root@127.0.0.1", "127.0.0.1"][..],
+        &[
+            "enroll-host",
+            "--verify",
+            "--hosts-file",
+            hosts.to_str().unwrap(),
+        ],
+    ] {
+        let out = env.cmd().env("PATH", &path).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no user in destination `127.0.0.1`"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(stdout(&out).is_empty(), "{}", text(&out));
+        // ssh never ran: nothing was probed, enrolled or reloaded.
+        assert!(!log.exists(), "{}", fs::read_to_string(&log).unwrap());
+    }
+    // Without --verify a host without a user is fine (ssh picks the user).
+    let out = env
+        .cmd()
+        .env("PATH", &path)
+        .args(["enroll-host", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("127.0.0.1: failed: ssh to 127.0.0.1"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn remote_ssh_gets_f_and_timeouts_after_the_users_own_options() {
+    let env = Env::new();
+    env.init_ca();
+    let (path, log) = fake_ssh(env.dir.path());
+    let out = env
+        .cmd()
+        .env("PATH", &path)
+        .args([
+            "enroll-host",
+            "-F",
+            "none",
+            "-o",
+            "ConnectTimeout=3",
+            "-p",
+            "2222",
+            "root@web1.invalid",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("Connection refused"),
+        "{}",
+        text(&out)
+    );
+    let logged = fs::read_to_string(&log).unwrap();
+    let argv: Vec<&str> = logged.lines().take_while(|l| *l != "--END--").collect();
+    assert_eq!(argv[..4], ["-F", "none", "-p", "2222"], "{argv:?}");
+    let pos = |s: &str| argv.iter().position(|a| *a == s).unwrap_or(usize::MAX);
+    // ssh keeps the first value: the user's ConnectTimeout is before sshbreak's default.
+    assert!(
+        pos("ConnectTimeout=3") < pos("ConnectTimeout=10"),
+        "{argv:?}"
+    );
+    for o in [
+        "BatchMode=yes",
+        "ServerAliveInterval=15",
+        "ServerAliveCountMax=3",
+    ] {
+        assert!(pos(o) < pos("--"), "{o} in {argv:?}");
+    }
+    assert_eq!(
+        argv[argv.len() - 4..],
+        ["--", "root@web1.invalid", "sh", "-s"]
+    );
+}
+
+#[test]
+fn an_include_of_a_missing_folder_gets_the_directive_in_the_main_file() {
+    let env = Env::new();
+    env.init_ca();
+    let tree = Tree::new(
+        "Include @DIR@/missing.d/*.conf\n",
+        &format!("Match User {OTHER_USER}\n  X11Forwarding no\n"),
+    );
+    assert!(sshd_t(&tree.config()).status.success());
+    let before = files(tree.dir.path());
+
+    let out = enroll(&env, &tree.config(), &tree.ca(), &["--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains(&format!("+++ {}", tree.config().display())),
+        "{said}"
+    );
+    assert!(!said.contains("00-sshbreak.conf"), "{said}");
+    assert_eq!(files(tree.dir.path()), before);
+
+    let out = enroll(&env, &tree.config(), &tree.ca(), &["--no-reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("does not exist"), "{}", text(&out));
+    assert!(!tree.path("missing.d").exists());
+    assert!(sshd_t(&tree.config()).status.success());
+    let config = fs::read_to_string(tree.config()).unwrap();
+    let directive = config.find("TrustedUserCAKeys").unwrap();
+    assert!(directive < config.find("Match User").unwrap(), "{config}");
+    let ca = tree.ca().display().to_string();
+    assert_eq!(effective_ca(&tree.config(), None), ca);
+    let me = format!("user={},host=localhost,addr=127.0.0.1", whoami());
+    assert_eq!(effective_ca(&tree.config(), Some(&me)), ca);
+
+    let out = enroll(&env, &tree.config(), &tree.ca(), &["--no-reload"]);
+    assert!(stdout(&out).contains("already enrolled"), "{}", text(&out));
+    let sshd = tree.start();
+    let (key, cert) = issue(&env, "login");
+    login(&sshd, &key, &cert);
+}
+
+/// Every scalar of a YAML document that contains `needle`, with its tag (`!unsafe`, or empty).
+fn tagged_scalars(doc: &str, needle: &str) -> Vec<(String, String)> {
+    struct Collect<'a> {
+        needle: &'a str,
+        found: Vec<(String, String)>,
+    }
+    impl MarkedEventReceiver for Collect<'_> {
+        fn on_event(&mut self, ev: Event, _mark: Marker) {
+            if let Event::Scalar(value, _, _, tag) = ev
+                && value.contains(self.needle)
+            {
+                let tag = tag.map_or(String::new(), |t| format!("{}{}", t.handle, t.suffix));
+                self.found.push((tag, value));
+            }
+        }
+    }
+    let mut c = Collect {
+        needle,
+        found: Vec::new(),
+    };
+    Parser::new_from_str(doc)
+        .load(&mut c, true)
+        .unwrap_or_else(|e| panic!("not valid YAML: {e}\n{doc}"));
+    c.found
+}
+
+#[test]
+fn a_bundle_comment_with_template_code_reaches_ansible_only_as_unsafe_text() {
+    let env = Env::new();
+    env.init_ca();
+    let evil = "{{ lookup('pipe','id') }}";
+    let bundle = fs::read_to_string(env.bundle()).unwrap();
+    let line = bundle.lines().find(|l| l.starts_with("sk-ecdsa")).unwrap();
+    fs::write(env.bundle(), format!("{line} {evil} {{% raw %}}\n")).unwrap();
+    let tree = debian_tree();
+    let play = emit(&env, "ansible", &tree);
+
+    let doc = yaml(&play);
+    let vars = &doc[0]["vars"];
+    let keys = vars["sshbreak_ca_keys"].as_vec().expect("sshbreak_ca_keys");
+    assert_eq!(keys.len(), 1);
+    let key = keys[0].as_str().unwrap();
+    assert!(
+        key.starts_with("sk-ecdsa-sha2-nistp256@openssh.com "),
+        "{key}"
+    );
+    assert!(key.ends_with(&format!(" {evil} {{% raw %}}")), "{key}");
+    let bundle_var = vars["sshbreak_ca_bundle"].as_str().unwrap();
+    assert_eq!(bundle_var, format!("{key}\n"));
+
+    // The comment is in the key list and in the bundle, and in both carries `!unsafe`, which
+    // tells Ansible to use the text as it is instead of evaluating it.
+    let found = tagged_scalars(&play, "lookup(");
+    assert_eq!(found.len(), 2, "{found:?}");
+    for (tag, _) in &found {
+        assert_eq!(tag, "!unsafe", "{found:?}");
+    }
+    // So are the paths, which come from the command line.
+    for v in ["sshbreak_sshd_config", "sshbreak_ca_dest"] {
+        let path = vars[v].as_str().unwrap();
+        let found = tagged_scalars(&play, path);
+        assert!(
+            found.iter().all(|(tag, _)| tag == "!unsafe"),
+            "{v}: {found:?}"
+        );
+    }
+}
+
+#[test]
+fn emit_honours_no_reload() {
+    let env = Env::new();
+    env.init_ca();
+    let tree = debian_tree();
+    let emit_with = |format: &str, extra: &[&str]| {
+        let out = env
+            .cmd()
+            .args(["enroll-host", "--emit", format, "--sshd-config"])
+            .arg(tree.config())
+            .arg("--ca-dest")
+            .arg(tree.ca())
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        stdout(&out)
+    };
+    let quiet = emit_with("ansible", &["--no-reload"]);
+    let doc = yaml(&quiet);
+    assert!(doc[0]["handlers"].is_badvalue(), "{quiet}");
+    assert!(!quiet.contains("notify:"), "{quiet}");
+    let loud = yaml(&emit_with("ansible", &[]));
+    assert_eq!(loud[0]["handlers"][0]["name"].as_str(), Some("Reload sshd"));
+
+    for (extra, want) in [(&["--no-reload"][..], "RELOAD=0"), (&[][..], "RELOAD=1")] {
+        let cloud = yaml(&emit_with("cloud-init", extra));
+        let content = cloud["write_files"][0]["content"].as_str().unwrap();
+        assert!(content.lines().any(|l| l == want), "{want}: {content}");
+    }
+    assert!(
+        emit_with("shell", &["--no-reload"])
+            .lines()
+            .any(|l| l == "RELOAD=0")
+    );
 }

@@ -7,11 +7,11 @@
 //! certificate live in a private temporary directory that is removed at the end; they never go
 //! to `<home>/certs`, where `connect` looks for certificates to reuse.
 //!
-//! Each host is tried with the user's normal ssh configuration plus options that make the result
-//! mean "the CA certificate logged in": batch mode, only our identity, no agent, no connection
-//! sharing (a live ControlMaster would skip authentication altogether). Our options come first on
-//! the command line and ssh keeps the first value it sees, so neither `-o` nor `~/.ssh/config` can
-//! weaken them. The command requested is `false`: the certificate forces `true`, so exit status 0
+//! Each host is tried with the user's normal ssh configuration (or the one `-F` names; `-F none`
+//! for none) plus options that make the result mean "the CA certificate logged in": batch mode,
+//! only our identity, no agent, no connection sharing (a live ControlMaster would skip
+//! authentication altogether). Our options come first on the command line and ssh keeps the first
+//! value it sees, so neither `-o` nor the ssh config can weaken them. The command requested is `false`: the certificate forces `true`, so exit status 0
 //! proves the forced command ran — if some other key of the user's logged in instead, the host runs
 //! `false` and the drill reports it rather than a false pass.
 //!
@@ -19,7 +19,9 @@
 //! is made for those accounts before anything connects, and guessing (the local user name, or the
 //! `User` of an ssh config) would drill an account nobody will use in an emergency. Anything that
 //! ssh could read as an option, or that a `ProxyCommand` could expand into shell syntax, is
-//! refused before the touch.
+//! refused before the touch. `enroll-host` checks its destinations, `-o` options and hosts-file
+//! lines with the same functions here ([`parse_destination`], [`check_ssh_option`],
+//! [`parse_hosts_list`]) and runs its ssh under the same hard time limit ([`run_bounded`]).
 //!
 //! Output: one line per host, in input order, as each becomes known:
 //! `OUTCOME  DESTINATION  SECONDS  [what ssh said]`, outcome one of `pass`, `refused`,
@@ -34,7 +36,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -75,6 +77,9 @@ const POLL: Duration = Duration::from_millis(10);
 /// Most of ssh's stderr read per host: enough for every message ssh prints, bounded against a
 /// ProxyCommand that floods it.
 const STDERR_LIMIT: u64 = 64 * 1024;
+/// Most of a program's stdout read by [`run_bounded`]: `enroll-host`'s probe sends a host's
+/// configuration files as hex, a few megabytes at the very most.
+const STDOUT_LIMIT: u64 = 32 * 1024 * 1024;
 /// Longest piece of ssh's output shown in a result line.
 const DETAIL_MAX_CHARS: usize = 200;
 /// Longest host name accepted (DNS names are at most 253 characters).
@@ -92,6 +97,10 @@ pub struct DrillOptions {
     pub jobs: usize,
     /// ssh ConnectTimeout in seconds (at least 1).
     pub timeout: u64,
+    /// `ssh -F`: the ssh configuration file to read instead of ~/.ssh/config (`none`: none).
+    /// ssh finds `~` through the passwd entry, not $HOME, so this is the only way to keep a
+    /// user's own configuration out of a run.
+    pub ssh_config: Option<String>,
 }
 
 impl Default for DrillOptions {
@@ -101,6 +110,7 @@ impl Default for DrillOptions {
             ssh_options: Vec::new(),
             jobs: DEFAULT_JOBS,
             timeout: DEFAULT_TIMEOUT_SECS,
+            ssh_config: None,
         }
     }
 }
@@ -183,6 +193,7 @@ pub fn run(args: &DrillArgs, ctx: &Ctx) -> Result<ExitCode> {
         ssh_options: args.ssh_options.clone(),
         jobs: args.jobs,
         timeout: args.timeout,
+        ssh_config: args.ssh_config.clone(),
     };
 
     // Lines are printed as soon as every host before them is done; the first write error (a
@@ -241,7 +252,7 @@ pub fn drill_hosts_with(
     check_options(opts)?;
     let mut dests: Vec<Destination> = Vec::new();
     for t in targets {
-        let d = parse_destination(t).map_err(|e| usage(format!("{e:#}")))?;
+        let d = parse_destination(t, UserPart::Required).map_err(|e| usage(format!("{e:#}")))?;
         if !dests.iter().any(|x| x.text == d.text) {
             dests.push(d);
         }
@@ -249,7 +260,7 @@ pub fn drill_hosts_with(
     if dests.is_empty() {
         return Err(usage("no hosts to drill"));
     }
-    let users: Vec<&str> = dests.iter().map(|d| d.user.as_str()).collect();
+    let users: Vec<&str> = dests.iter().filter_map(|d| d.user.as_deref()).collect();
     let principals =
         policy::parse_principals(&users.join(",")).map_err(|e| usage(format!("{e:#}")))?;
     let ssh = find_ssh().ok_or_else(|| {
@@ -286,12 +297,10 @@ pub fn drill_hosts_with(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(dest) = dests.get(i) else { break };
                     let args = ssh_args(opts, &key, &issued.certificate, &dest.text);
-                    let stderr_path = work.path().join(format!("stderr-{i}"));
                     let result = drill_one(
                         &ssh,
                         &args,
                         &dest.text,
-                        &stderr_path,
                         issued.valid_before_unix,
                         hard_limit(opts.timeout),
                     );
@@ -355,35 +364,65 @@ fn check_options(opts: &DrillOptions) -> Result<()> {
         ));
     }
     for o in &opts.ssh_options {
-        if o.is_empty() || o.starts_with('-') {
-            return Err(usage(format!(
-                "ssh option `{}` is empty or begins with `-`; write options as `-o Name=value`",
-                shown(o)
-            )));
-        }
-        if o.chars().any(char::is_control) {
-            return Err(usage(format!(
-                "ssh option `{}` contains a control character",
-                shown(o)
-            )));
-        }
+        check_ssh_option(o).map_err(usage)?;
+    }
+    if let Some(f) = &opts.ssh_config {
+        check_ssh_config(f).map_err(usage)?;
     }
     Ok(())
 }
 
-/// A drill destination: the text passed to ssh, and the account the certificate must name.
+// ---------------------------------------------------------------------------------------------
+// Shared with `enroll-host`: what may reach ssh's command line, hosts lists, and running ssh
+// with a hard time limit. One copy, so that both commands refuse the same things.
+
+/// Check one `-o` value before it reaches ssh's command line: ssh must not be able to read it as
+/// another option, and it must hold nothing a terminal would interpret.
+pub(crate) fn check_ssh_option(o: &str) -> std::result::Result<(), String> {
+    if o.is_empty() || o.starts_with('-') || o.chars().any(char::is_control) {
+        return Err(format!(
+            "ssh option `{}` is empty, begins with `-` or holds a control character; write options as `-o Name=value`",
+            shown(o)
+        ));
+    }
+    Ok(())
+}
+
+/// Check a `-F` value: a file name or `none`.
+pub(crate) fn check_ssh_config(f: &str) -> std::result::Result<(), String> {
+    if f.is_empty() || f.starts_with('-') || f.chars().any(char::is_control) {
+        return Err(format!(
+            "ssh config `{}` is empty, begins with `-` or holds a control character; write -F FILE (./FILE for a name that begins with `-`) or -F none",
+            shown(f)
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a destination must name the account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserPart {
+    /// The drill and `enroll-host --verify`: the certificate is made for the accounts named.
+    Required,
+    /// `enroll-host`: ssh's own choice of user (the ssh config's `User`, or the local name).
+    Optional,
+}
+
+/// A checked destination: the text passed to ssh, and the account it names, if any.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Destination {
     pub text: String,
-    pub user: String,
+    /// Always `Some` for [`UserPart::Required`].
+    pub user: Option<String>,
 }
 
-/// Check a destination and take its account. Accepts `USER@HOST` (the last `@` separates, as in
-/// ssh) and `ssh://USER@HOST[:PORT][/]`. Refused: no user; a leading `-` anywhere ssh would see
-/// it; whitespace, control characters, non-ASCII, and anything outside the characters of
-/// account and host names — a destination ends up in `%r`/`%h` of a user's ProxyCommand, so shell
-/// syntax must never get through.
-pub fn parse_destination(s: &str) -> Result<Destination> {
+/// Check a destination and take its account: the one validator for `drill` and `enroll-host`.
+/// Accepts `[USER@]HOST` (the last `@` separates, as in ssh) and `ssh://[USER@]HOST[:PORT][/]`.
+/// Refused: a missing user when `user` is [`UserPart::Required`]; an empty user; a leading `-`
+/// anywhere ssh would see it; whitespace, control characters, non-ASCII, and anything outside the
+/// characters of account and host names — a destination ends up in `%r`/`%h` of a user's
+/// ProxyCommand, so shell syntax must never get through.
+pub fn parse_destination(s: &str, user: UserPart) -> Result<Destination> {
     if s.is_empty() {
         bail!("empty destination; write USER@HOST or ssh://USER@HOST:PORT");
     }
@@ -400,9 +439,14 @@ pub fn parse_destination(s: &str) -> Result<Destination> {
             c.escape_debug()
         );
     }
-    let (user, host) = if let Some(rest) = strip_prefix_ci(s, "ssh://") {
+    // `crate::policy` has the same case-insensitive prefix helper, but private; policy.rs is
+    // not this module's to change, so the few lines live here too until it is made pub(crate).
+    let (account, host) = if let Some(rest) = strip_prefix_ci(s, "ssh://") {
         let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let (user, authority) = rest.rsplit_once('@').unwrap_or(("", rest));
+        let (account, authority) = match rest.rsplit_once('@') {
+            Some((u, a)) => (Some(u), a),
+            None => (None, rest),
+        };
         let host = match authority.rsplit_once(':') {
             Some((host, port)) => {
                 if port.parse::<u16>().ok().filter(|p| *p != 0).is_none() {
@@ -416,30 +460,46 @@ pub fn parse_destination(s: &str) -> Result<Destination> {
             }
             None => authority,
         };
-        (user, host)
+        (account, host)
     } else {
-        s.rsplit_once('@').unwrap_or(("", s))
+        match s.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, s),
+        }
     };
-    if user.is_empty() {
-        bail!(
-            "no user in destination `{}`: write USER@{}; the drill certificate is made for the accounts the destinations name",
+    match account {
+        Some("") => bail!(
+            "empty user in destination `{}`: write USER@{} (or leave out the `@`)",
             shown(s),
             shown(host)
-        );
-    }
-    if user.starts_with('-') {
-        bail!("user `{}` in `{}` begins with `-`", shown(user), shown(s));
-    }
-    if let Some(c) = user
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')))
-    {
-        bail!(
-            "user `{}` in `{}` contains `{}`; account names are letters, digits, `.`, `_`, `-` (and `@`)",
-            shown(user),
+        ),
+        None if user == UserPart::Required => bail!(
+            "no user in destination `{}`: write USER@{} or ssh://USER@{}[:PORT]; the drill certificate is made for the accounts the destinations name",
             shown(s),
-            c.escape_debug()
-        );
+            shown(host),
+            shown(host)
+        ),
+        _ => {}
+    }
+    if let Some(account) = account {
+        if account.starts_with('-') {
+            bail!(
+                "user `{}` in `{}` begins with `-`",
+                shown(account),
+                shown(s)
+            );
+        }
+        if let Some(c) = account
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')))
+        {
+            bail!(
+                "user `{}` in `{}` contains `{}`; account names are letters, digits, `.`, `_`, `-` (and `@`)",
+                shown(account),
+                shown(s),
+                c.escape_debug()
+            );
+        }
     }
     if host.is_empty() {
         bail!("no host in destination `{}`", shown(s));
@@ -464,7 +524,7 @@ pub fn parse_destination(s: &str) -> Result<Destination> {
     }
     Ok(Destination {
         text: s.to_string(),
-        user: user.to_string(),
+        user: account.map(str::to_string),
     })
 }
 
@@ -474,8 +534,9 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
-/// Destinations in a hosts file: one per line; `#` starts a comment; blank lines are skipped.
-/// Each is returned with its line number (from 1) for error messages.
+/// The lines of a hosts file that say something: `#` starts a comment; blank lines are skipped.
+/// Each is returned trimmed, with its line number (from 1) for error messages. `enroll-host`
+/// splits its lines further into a destination and per-host settings.
 pub fn parse_hosts_list(text: &str) -> Vec<(usize, String)> {
     text.lines()
         .enumerate()
@@ -505,7 +566,8 @@ fn read_hosts_file(path: &Path) -> Result<Vec<String>> {
     })?;
     let mut hosts = Vec::new();
     for (line, host) in parse_hosts_list(&text) {
-        parse_destination(&host).map_err(|e| usage(format!("{name} line {line}: {e:#}")))?;
+        parse_destination(&host, UserPart::Required)
+            .map_err(|e| usage(format!("{name} line {line}: {e:#}")))?;
         hosts.push(host);
     }
     Ok(hosts)
@@ -515,6 +577,10 @@ fn read_hosts_file(path: &Path) -> Result<Vec<String>> {
 /// first value of each option, so neither `-o` nor the user's ssh config can override them.
 fn ssh_args(opts: &DrillOptions, key: &Path, cert: &Path, dest: &str) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
+    if let Some(config) = &opts.ssh_config {
+        args.push("-F".into());
+        args.push(config.into());
+    }
     let mut opt = |o: String| {
         args.push("-o".into());
         args.push(o.into());
@@ -566,7 +632,6 @@ fn drill_one(
     ssh: &Path,
     args: &[OsString],
     dest: &str,
-    stderr_path: &Path,
     valid_before: u64,
     limit: Duration,
 ) -> HostResult {
@@ -584,76 +649,128 @@ fn drill_one(
             "not tried: the 60-second drill certificate expired before this host's turn; drill fewer hosts per run or raise -j".into(),
         );
     }
-    let stderr = match File::create(stderr_path) {
-        Ok(f) => f,
-        Err(e) => {
-            return result(
-                Outcome::Failed,
-                0.0,
-                format!("cannot capture ssh's output: {e}"),
-            );
-        }
+    let mut cmd = Command::new(ssh);
+    cmd.args(args);
+    let run = match run_bounded(&mut cmd, None, limit) {
+        Ok(run) => run,
+        Err(msg) => return result(Outcome::Failed, 0.0, msg),
     };
-    let start = Instant::now();
-    let mut child = match Command::new(ssh)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        // Its own process group: a timed-out ssh is stopped together with its ProxyCommand or
-        // jump-host ssh, and a prompt from one of those (outside BatchMode's reach) cannot take
-        // over the terminal in the middle of a parallel run.
-        .process_group(0)
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            return result(
-                Outcome::Failed,
-                0.0,
-                format!("cannot run {}: {e}", ssh.display()),
-            );
-        }
-    };
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) if start.elapsed() >= limit => {
-                kill_group(child.id());
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!(
-                    "no result after {}s; ssh was stopped",
-                    limit.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(POLL),
-            Err(e) => break Err(format!("cannot wait for ssh: {e}")),
-        }
-    };
-    let seconds = start.elapsed().as_secs_f64();
-    let code = match status {
-        Ok(s) => s.code(),
-        Err(msg) => return result(Outcome::Failed, seconds, msg),
-    };
-    let mut text = String::new();
-    if let Ok(f) = File::open(stderr_path) {
-        let mut bytes = Vec::new();
-        let _ = f.take(STDERR_LIMIT).read_to_end(&mut bytes);
-        text = String::from_utf8_lossy(&bytes).into_owned();
+    if run.timed_out {
+        return result(
+            Outcome::Failed,
+            run.seconds,
+            format!("no result after {}s; ssh was stopped", limit.as_secs()),
+        );
     }
-    let (outcome, detail) = classify(code, &text);
+    let (outcome, detail) = classify(run.code, &run.stderr);
     // A refusal after the certificate ran out says nothing about the host.
     if outcome == Outcome::Refused && expired() {
         return result(
             Outcome::Failed,
-            seconds,
+            run.seconds,
             format!(
                 "refused, but the drill certificate expired during the attempt; drill this host again ({detail})"
             ),
         );
     }
-    result(outcome, seconds, detail)
+    result(outcome, run.seconds, detail)
+}
+
+/// How a program run by [`run_bounded`] ended.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    /// Exit code; `None` when a signal ended it (also the SIGKILL at the time limit).
+    pub code: Option<i32>,
+    /// Stopped because it reached the time limit.
+    pub timed_out: bool,
+    /// Its stdout, at most [`STDOUT_LIMIT`] bytes, lossily decoded.
+    pub stdout: String,
+    /// Its stderr, at most [`STDERR_LIMIT`] bytes, lossily decoded.
+    pub stderr: String,
+    /// Wall-clock time from start to end.
+    pub seconds: f64,
+}
+
+/// Run `cmd` with `input` on stdin (nothing: /dev/null) and at most `limit` of wall-clock time,
+/// then SIGKILL its whole process group. `Err` (one line) when it cannot be started or waited for.
+///
+/// The child gets its own process group, so a stopped ssh goes together with its ProxyCommand or
+/// jump-host ssh, and a prompt from one of those (outside BatchMode's reach) cannot take over the
+/// terminal in the middle of a parallel run. Input and output go through anonymous temporary
+/// files, not pipes: nothing here can block on a full pipe, and a leftover grandchild that still
+/// holds the output open (a ControlPersist master, a killed ssh's orphan) cannot make us wait for
+/// an end of file.
+pub(crate) fn run_bounded(
+    cmd: &mut Command,
+    input: Option<&[u8]>,
+    limit: Duration,
+) -> std::result::Result<Finished, String> {
+    let program = Path::new(cmd.get_program()).display().to_string();
+    let temp = |what: &str| {
+        tempfile::tempfile()
+            .map_err(|e| format!("cannot make a temporary file for {program}'s {what}: {e}"))
+    };
+    let stdout = temp("output")?;
+    let stderr = temp("errors")?;
+    let stdin = match input {
+        None => Stdio::null(),
+        Some(bytes) => {
+            let mut f = temp("input")?;
+            f.write_all(bytes)
+                .and_then(|()| f.seek(SeekFrom::Start(0)))
+                .map_err(|e| format!("cannot write {program}'s input to a temporary file: {e}"))?;
+            Stdio::from(f)
+        }
+    };
+    let handles = stdout
+        .try_clone()
+        .and_then(|o| Ok((o, stderr.try_clone()?)))
+        .map_err(|e| format!("cannot pass output files to {program}: {e}"))?;
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(stdin)
+        .stdout(handles.0)
+        .stderr(handles.1)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let (code, timed_out) = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break (status.code(), false),
+            Ok(None) if start.elapsed() >= limit => {
+                stop(&mut child);
+                break (None, true);
+            }
+            Ok(None) => std::thread::sleep(POLL),
+            Err(e) => {
+                stop(&mut child);
+                return Err(format!("cannot wait for {program}: {e}"));
+            }
+        }
+    };
+    Ok(Finished {
+        code,
+        timed_out,
+        stdout: read_back(stdout, STDOUT_LIMIT),
+        stderr: read_back(stderr, STDERR_LIMIT),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Kill a child started by [`run_bounded`] with everything in its process group, and reap it.
+fn stop(child: &mut std::process::Child) {
+    kill_group(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The first `limit` bytes a child wrote into a temporary file.
+fn read_back(mut f: File, limit: u64) -> String {
+    let mut bytes = Vec::new();
+    if f.seek(SeekFrom::Start(0)).is_ok() {
+        let _ = f.take(limit).read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// SIGKILL the process group `pgid` leads (our ssh and what it started). Through kill(1) because
@@ -1085,33 +1202,123 @@ mod tests {
         assert_eq!(detail.chars().count(), DETAIL_MAX_CHARS + 1);
     }
 
+    fn user_of(s: &str, rule: UserPart) -> Option<String> {
+        parse_destination(s, rule).unwrap().user
+    }
+
     #[test]
     fn destinations_must_name_the_account() {
-        let d = parse_destination("root@web1").unwrap();
-        assert_eq!(d.user, "root");
+        let req = UserPart::Required;
+        assert_eq!(user_of("root@web1", req).as_deref(), Some("root"));
         assert_eq!(
-            parse_destination("ssh://ubuntu@10.0.0.5:2222")
-                .unwrap()
-                .user,
-            "ubuntu"
+            user_of("ssh://ubuntu@10.0.0.5:2222", req).as_deref(),
+            Some("ubuntu")
         );
         assert_eq!(
-            parse_destination("SSH://ubuntu@web1/").unwrap().user,
-            "ubuntu"
+            user_of("SSH://ubuntu@web1/", req).as_deref(),
+            Some("ubuntu")
         );
         // ssh splits at the last `@`.
         assert_eq!(
-            parse_destination("carl@corp.example@web1").unwrap().user,
-            "carl@corp.example"
+            user_of("carl@corp.example@web1", req).as_deref(),
+            Some("carl@corp.example")
         );
-        assert_eq!(parse_destination("root@::1").unwrap().user, "root");
+        assert_eq!(user_of("root@::1", req).as_deref(), Some("root"));
         for bad in ["web1", "@web1", "ssh://web1:22", "ssh://@web1", ""] {
-            let err = parse_destination(bad).unwrap_err().to_string();
+            let err = parse_destination(bad, req).unwrap_err().to_string();
             assert!(
                 err.contains("no user") || err.contains("empty"),
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn enroll_host_destinations_may_leave_the_user_to_ssh() {
+        let opt = UserPart::Optional;
+        assert_eq!(user_of("web1", opt), None);
+        assert_eq!(user_of("ssh://web1:2222", opt), None);
+        assert_eq!(user_of("root@web1", opt).as_deref(), Some("root"));
+        // An `@` with nothing before it is a mistake either way.
+        for bad in ["@web1", "ssh://@web1"] {
+            let err = parse_destination(bad, opt).unwrap_err().to_string();
+            assert!(err.contains("empty user"), "{bad}: {err}");
+        }
+        // The same refusals as the drill's, user or not.
+        for bad in [
+            "-oProxyCommand=id",
+            "web1;id",
+            "$(id)",
+            "web1 -p 2",
+            "ssh://web1:0",
+        ] {
+            assert!(parse_destination(bad, opt).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn ssh_options_and_configs_that_ssh_could_misread_are_refused() {
+        assert!(check_ssh_option("ConnectTimeout=5").is_ok());
+        for bad in ["", "-F/tmp/x", "A=b\nProxyCommand=id"] {
+            let err = check_ssh_option(bad).unwrap_err();
+            assert!(err.contains("-o Name=value"), "{err}");
+        }
+        assert!(check_ssh_config("none").is_ok());
+        assert!(check_ssh_config("/etc/ssh/ssh_config").is_ok());
+        for bad in ["", "-oProxyCommand=id", "a\tb"] {
+            assert!(check_ssh_config(bad).unwrap_err().contains("-F none"));
+        }
+    }
+
+    #[test]
+    fn a_run_past_its_limit_is_stopped_with_its_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        // The shell leaves a grandchild behind, as a ProxyCommand would.
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("sleep 30 & echo $! > {}; wait", pid_file.display()));
+        let start = Instant::now();
+        let run = run_bounded(&mut cmd, None, Duration::from_millis(500)).unwrap();
+        assert!(run.timed_out && run.code.is_none(), "{run:?}");
+        assert!(start.elapsed() < Duration::from_secs(10));
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let pid = pid.trim();
+        // Gone, or a zombie waiting for a parent that reaps (PID 1 in a container may not).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            if state.is_empty() || state.starts_with('Z') {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the grandchild {pid} still runs: {state}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_bounded_run_gets_its_input_and_keeps_its_output_and_status() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "cat; echo oops >&2; exit 3"]);
+        let run = run_bounded(&mut cmd, Some(b"hello\n"), Duration::from_secs(30)).unwrap();
+        assert_eq!(run.code, Some(3));
+        assert!(!run.timed_out);
+        assert_eq!(run.stdout, "hello\n");
+        assert_eq!(run.stderr, "oops\n");
+        let err = run_bounded(
+            &mut Command::new("/nonexistent/sshbreak-test"),
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("cannot run /nonexistent/sshbreak-test"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1137,9 +1344,12 @@ mod tests {
             "ssh://ro%6Ft@web1",
             "root@",
         ] {
-            assert!(parse_destination(bad).is_err(), "{bad:?} was accepted");
+            assert!(
+                parse_destination(bad, UserPart::Required).is_err(),
+                "{bad:?} was accepted"
+            );
         }
-        let err = parse_destination("-oProxyCommand=id")
+        let err = parse_destination("-oProxyCommand=id", UserPart::Required)
             .unwrap_err()
             .to_string();
         assert!(err.contains("begins with `-`"), "{err}");
@@ -1161,6 +1371,7 @@ mod tests {
             ssh_options: vec!["BatchMode=no".into(), "ProxyJump=bastion".into()],
             jobs: 2,
             timeout: 7,
+            ssh_config: Some("none".into()),
         };
         let args: Vec<String> = ssh_args(
             &opts,
@@ -1186,6 +1397,8 @@ mod tests {
             assert!(pos(must) < pos("--"), "{must} in {args:?}");
         }
         assert_eq!(args[args.len() - 3..], ["--", "root@web1", REMOTE_COMMAND]);
+        // -F first: it only names the file; the options above still win over what it says.
+        assert_eq!(args[..2], ["-F", "none"]);
     }
 
     #[test]
@@ -1207,6 +1420,10 @@ mod tests {
             },
             DrillOptions {
                 ssh_options: vec![String::new()],
+                ..ok.clone()
+            },
+            DrillOptions {
+                ssh_config: Some(String::new()),
                 ..ok.clone()
             },
         ] {

@@ -5,17 +5,25 @@
 //! The planning is `crate::host`; this file holds the effects: running sshd and ssh, reading and
 //! writing files ([`LocalOps`]), the thread pool, and the per-host summary on stdout.
 //!
+//! Everything that can be refused is refused before any host is touched: options, the
+//! destinations (checked by the drill's own [`drill::parse_destination`], which with `--verify`
+//! also requires the user the drill certificate will name), and the hosts file. Remote hosts are
+//! reached with the operator's ssh (their config, or the one `-F` names) under defaults that keep a
+//! dead host from stalling the run (ConnectTimeout, ServerAlive*) and a hard time limit per host
+//! that stops ssh with its whole process group ([`drill::run_bounded`]).
+//!
 //! Test-only: `SSHBREAK_TEST_FAIL_AFTER_WRITE=1` makes the transaction fail after it has written
 //! and checked the files, so that tests can watch the rollback (locally and in the remote script).
 //! It never makes a change stick; it only makes a run fail.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -26,9 +34,23 @@ use crate::fsx;
 use crate::host::{self, CaKey, FileState, HostOps, Plan, Request, ScriptOptions, Snapshot};
 
 const FAIL_AFTER_WRITE_ENV: &str = "SSHBREAK_TEST_FAIL_AFTER_WRITE";
+/// Longest time one remote host may take, its probes and the change together. Far above what a
+/// working host needs (seconds), short enough that one hung ProxyCommand or jump host does not hold
+/// a fleet run hostage. Stopping ssh in the middle of a change leaves the `.sshbreak-bak` copies,
+/// which the next run reports.
+const HOST_TIME_LIMIT: Duration = Duration::from_secs(120);
+/// ssh options sshbreak sets for its own connections, after the user's `-o` (ssh keeps the first
+/// value of an option, so a user's own ConnectTimeout or BatchMode wins): no prompts in a parallel
+/// run, give up on a host that does not answer in 10 s, and on a connection silent for 45 s.
+const SSH_DEFAULTS: [&str; 4] = [
+    "BatchMode=yes",
+    "ConnectTimeout=10",
+    "ServerAliveInterval=15",
+    "ServerAliveCountMax=3",
+];
 
 pub fn run(args: &EnrollHostArgs, ctx: &Ctx) -> Result<ExitCode> {
-    check_args(args)?;
+    let targets = check_args(args)?;
     let keys = bundle_keys(ctx)?;
     if let Some(format) = &args.emit {
         let req = Request {
@@ -40,8 +62,10 @@ pub fn run(args: &EnrollHostArgs, ctx: &Ctx) -> Result<ExitCode> {
         host::check_request(&req).map_err(usage)?;
         let text = match format.as_str() {
             "shell" => host::emit_shell(&keys, &args.sshd_config, &args.ca_dest, !args.no_reload),
-            "cloud-init" => host::emit_cloud_init(&keys, &args.sshd_config, &args.ca_dest),
-            _ => host::emit_ansible(&keys, &args.sshd_config, &args.ca_dest),
+            "cloud-init" => {
+                host::emit_cloud_init(&keys, &args.sshd_config, &args.ca_dest, !args.no_reload)
+            }
+            _ => host::emit_ansible(&keys, &args.sshd_config, &args.ca_dest, !args.no_reload),
         };
         out(text)?;
         return Ok(ExitCode::SUCCESS);
@@ -64,7 +88,6 @@ pub fn run(args: &EnrollHostArgs, ctx: &Ctx) -> Result<ExitCode> {
         print_report("local", &report)?;
         vec![report]
     } else {
-        let targets = targets(args)?;
         for t in &targets {
             host::check_request(&t.request(&keys, args.remove)).map_err(usage)?;
         }
@@ -88,7 +111,10 @@ pub fn run(args: &EnrollHostArgs, ctx: &Ctx) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_args(args: &EnrollHostArgs) -> Result<()> {
+/// Refuse what makes no sense before anything runs, and return the remote hosts, each checked
+/// (with `--verify`: checked as the drill will check it, user included). Empty for `--local` and
+/// `--emit`.
+fn check_args(args: &EnrollHostArgs) -> Result<Vec<Target>> {
     if args.verify {
         if args.local || args.emit.is_some() {
             return Err(usage(
@@ -101,22 +127,30 @@ fn check_args(args: &EnrollHostArgs) -> Result<()> {
             ));
         }
     }
-    let remote_only = args.sudo || args.port.is_some() || !args.ssh_options.is_empty();
+    let remote_only = args.sudo
+        || args.port.is_some()
+        || !args.ssh_options.is_empty()
+        || args.ssh_config.is_some();
     if args.emit.is_some() {
         if args.dry_run || args.remove || !args.hosts.is_empty() || args.hosts_file.is_some() {
             return Err(usage(
                 "--emit prints the change for other tools; it takes no hosts, --dry-run or --remove",
             ));
         }
-        return Ok(());
+        if remote_only {
+            return Err(usage(
+                "--sudo, -p, -o and -F are for hosts sshbreak reaches over ssh; --emit only prints the change",
+            ));
+        }
+        return Ok(Vec::new());
     }
     if args.local {
         if remote_only {
             return Err(usage(
-                "--sudo, -p and -o are for remote hosts; --local runs on this machine",
+                "--sudo, -p, -o and -F are for remote hosts; --local runs on this machine",
             ));
         }
-        return Ok(());
+        return Ok(Vec::new());
     }
     if args.hosts.is_empty() && args.hosts_file.is_none() {
         return Err(usage(
@@ -127,14 +161,12 @@ fn check_args(args: &EnrollHostArgs) -> Result<()> {
         return Err(usage("-j must be at least 1"));
     }
     for o in &args.ssh_options {
-        if o.is_empty() || o.starts_with('-') || o.chars().any(char::is_control) {
-            return Err(usage(format!(
-                "ssh option `{}` is empty, begins with `-` or holds a control character; write -o Name=value",
-                o.escape_debug()
-            )));
-        }
+        drill::check_ssh_option(o).map_err(usage)?;
     }
-    Ok(())
+    if let Some(f) = &args.ssh_config {
+        drill::check_ssh_config(f).map_err(usage)?;
+    }
+    targets(args)
 }
 
 /// The bundle's keys, deduplicated: what every host must trust.
@@ -273,6 +305,7 @@ fn verify(
         port: args.port,
         ssh_options: args.ssh_options.clone(),
         jobs: args.jobs,
+        ssh_config: args.ssh_config.clone(),
         ..drill::DrillOptions::default()
     };
     let results = drill::drill_hosts(ctx, &enrolled, &opts)?;
@@ -300,7 +333,8 @@ fn verify(
 
 fn enroll_local(req: &Request, settings: &Settings) -> Report {
     let mut ops = LocalOps::new(&req.config);
-    let snap = match local_snapshot(&mut ops, req) {
+    let version_text = ops.version_text();
+    let snap = match host::read_snapshot(&mut ops, version_text, req) {
         Ok(s) => s,
         Err(e) => return report(Outcome::Failed(format!("{e:#}"))),
     };
@@ -342,26 +376,6 @@ fn not_root_hint(why: String) -> String {
 
 fn is_root() -> bool {
     fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-fn local_snapshot(ops: &mut LocalOps, req: &Request) -> Result<Snapshot> {
-    let mut snap = Snapshot {
-        version_text: ops.version_text(),
-        check: Some(ops.check()),
-        dump: ops.dump().unwrap_or_default(),
-        ..Snapshot::default()
-    };
-    let config = ops.read(&req.config)?;
-    let config_text = match &config {
-        FileState::Text(t) => t.clone(),
-        _ => String::new(),
-    };
-    snap.files.insert(req.config.clone(), config);
-    for p in host::files_needed(&config_text, &snap.dump, req) {
-        let state = ops.read(&p)?;
-        snap.files.insert(p, state);
-    }
-    Ok(snap)
 }
 
 /// The machine this runs on, for [`host::apply`].
@@ -467,6 +481,15 @@ impl HostOps for LocalOps {
     fn exists(&mut self, path: &str) -> Result<bool> {
         match fs::symlink_metadata(path) {
             Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("cannot look at {path}")),
+        }
+    }
+
+    fn is_dir(&mut self, path: &str) -> Result<bool> {
+        // Followed like sshd's glob follows it: a symlink to a folder is a folder.
+        match fs::metadata(path) {
+            Ok(m) => Ok(m.is_dir()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e).with_context(|| format!("cannot look at {path}")),
         }
@@ -609,28 +632,22 @@ impl Target {
     }
 }
 
-/// A destination ssh will take as a destination and never as an option.
-fn check_dest(dest: &str) -> std::result::Result<(), String> {
-    if dest.is_empty() {
-        return Err("an empty host name".into());
-    }
-    if dest.starts_with('-') {
-        return Err(format!(
-            "host `{dest}` starts with `-`, which ssh would read as an option; refused"
-        ));
-    }
-    if dest.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "host `{dest}` contains a space or control character"
-        ));
-    }
-    Ok(())
-}
-
 fn targets(args: &EnrollHostArgs) -> Result<Vec<Target>> {
+    // --verify drills each host as the user its destination names: require it now, before any
+    // host is changed, rather than have the drill refuse after the enrollment.
+    let rule = if args.verify {
+        drill::UserPart::Required
+    } else {
+        drill::UserPart::Optional
+    };
+    let check = |dest: &str| -> std::result::Result<(), String> {
+        drill::parse_destination(dest, rule)
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    };
     let mut out = Vec::new();
     for dest in &args.hosts {
-        check_dest(dest).map_err(usage)?;
+        check(dest).map_err(usage)?;
         out.push(Target {
             dest: dest.clone(),
             config: args.sshd_config.clone(),
@@ -642,7 +659,7 @@ fn targets(args: &EnrollHostArgs) -> Result<Vec<Target>> {
         let text = String::from_utf8(bytes)
             .map_err(|_| usage(format!("{} is not UTF-8 text", file.display())))?;
         out.extend(
-            parse_hosts_file(&text, &args.sshd_config, &args.ca_dest)
+            parse_hosts_file(&text, &args.sshd_config, &args.ca_dest, &check)
                 .map_err(|e| usage(format!("{}: {e}", file.display())))?,
         );
     }
@@ -652,21 +669,19 @@ fn targets(args: &EnrollHostArgs) -> Result<Vec<Target>> {
     Ok(out)
 }
 
-/// Lines `DEST [sshd_config=PATH] [ca_dest=PATH]`; `#` starts a comment.
+/// Lines `DEST [sshd_config=PATH] [ca_dest=PATH]` (comments and blank lines as the drill's hosts
+/// files), each DEST passed through `check`.
 fn parse_hosts_file(
     text: &str,
     config: &str,
     ca_dest: &str,
+    check: &dyn Fn(&str) -> std::result::Result<(), String>,
 ) -> std::result::Result<Vec<Target>, String> {
     let mut out = Vec::new();
-    for (no, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
+    for (no, line) in drill::parse_hosts_list(text) {
         let mut fields = line.split_whitespace();
         let dest = fields.next().unwrap_or_default();
-        check_dest(dest).map_err(|e| format!("line {}: {e}", no + 1))?;
+        check(dest).map_err(|e| format!("line {no}: {e}"))?;
         let mut t = Target {
             dest: dest.to_string(),
             config: config.to_string(),
@@ -678,8 +693,7 @@ fn parse_hosts_file(
                 Some(("ca_dest", v)) => t.ca_dest = v.to_string(),
                 _ => {
                     return Err(format!(
-                        "line {}: `{f}` is not `sshd_config=PATH` or `ca_dest=PATH`",
-                        no + 1
+                        "line {no}: `{f}` is not `sshd_config=PATH` or `ca_dest=PATH`"
                     ));
                 }
             }
@@ -736,43 +750,61 @@ fn run_remote(
         .collect())
 }
 
-/// `ssh [-p PORT] [-o OPT]... -o BatchMode=yes -- DEST [sudo -n] sh -s`, the script on stdin.
-fn ssh(args: &EnrollHostArgs, dest: &str, script: &str) -> std::result::Result<String, String> {
-    let mut cmd = Command::new("ssh");
+/// The ssh command line after the program name:
+/// `[-F CONFIG] [-p PORT] [-o OPT]... -o <SSH_DEFAULTS>... -- DEST [sudo -n] sh -s`.
+/// The user's options come before the defaults because ssh keeps the first value of an option.
+fn ssh_args(args: &EnrollHostArgs, dest: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(config) = &args.ssh_config {
+        out.extend(["-F".to_string(), config.clone()]);
+    }
     if let Some(port) = args.port {
-        cmd.arg("-p").arg(port.to_string());
+        out.extend(["-p".to_string(), port.to_string()]);
     }
-    for o in &args.ssh_options {
-        cmd.arg("-o").arg(o);
+    for o in args
+        .ssh_options
+        .iter()
+        .map(String::as_str)
+        .chain(SSH_DEFAULTS)
+    {
+        out.extend(["-o".to_string(), o.to_string()]);
     }
-    cmd.args(["-o", "BatchMode=yes", "--", dest]);
+    out.extend(["--".to_string(), dest.to_string()]);
     if args.sudo {
-        cmd.args(["sudo", "-n"]);
+        out.extend(["sudo".to_string(), "-n".to_string()]);
     }
-    cmd.args(["sh", "-s"]);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run ssh ({e}); is openssh-client installed?"))?;
-    let mut stdin = child.stdin.take();
-    let script = script.to_string();
-    // Feed stdin from another thread so a chatty remote side cannot deadlock against us.
-    let writer = std::thread::spawn(move || {
-        if let Some(s) = stdin.as_mut() {
-            let _ = s.write_all(script.as_bytes());
-        }
-        drop(stdin);
-    });
-    let o = child
-        .wait_with_output()
-        .map_err(|e| format!("ssh failed ({e})"))?;
-    let _ = writer.join();
-    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
-    if o.status.code() == Some(255) || !stdout.contains("@@sshbreak ") {
-        let err = String::from_utf8_lossy(&o.stderr);
-        let last = err
+    out.extend(["sh".to_string(), "-s".to_string()]);
+    out
+}
+
+/// Run `script` on `dest` through `sh -s`, stopping ssh at `deadline`; its stdout, or one line
+/// saying what went wrong.
+fn ssh(
+    args: &EnrollHostArgs,
+    dest: &str,
+    script: &str,
+    deadline: Instant,
+) -> std::result::Result<String, String> {
+    let limit = deadline.saturating_duration_since(Instant::now());
+    let stopped = || {
+        format!(
+            "ssh to {dest} did not finish within {}s, the limit per host, and was stopped; check that the host answers, then run again (a change cut short leaves .sshbreak-bak copies, which the next run reports)",
+            HOST_TIME_LIMIT.as_secs()
+        )
+    };
+    if limit.is_zero() {
+        return Err(stopped());
+    }
+    let mut cmd = Command::new("ssh");
+    cmd.args(ssh_args(args, dest));
+    let o = drill::run_bounded(&mut cmd, Some(script.as_bytes()), limit)
+        .map_err(|e| format!("{e}; is openssh-client installed?"))?;
+    if o.timed_out {
+        return Err(stopped());
+    }
+    if o.code == Some(255) || !o.stdout.contains("@@sshbreak ") {
+        let last = o
+            .stderr
             .lines()
             .map(str::trim)
             .rfind(|l| !l.is_empty())
@@ -784,46 +816,51 @@ fn ssh(args: &EnrollHostArgs, dest: &str, script: &str) -> std::result::Result<S
         };
         return Err(format!("ssh to {dest}: {last}{hint}"));
     }
-    Ok(stdout)
+    Ok(o.stdout)
 }
 
 fn probe(
     args: &EnrollHostArgs,
     t: &Target,
     paths: &[String],
+    dirs: &[String],
+    deadline: Instant,
 ) -> std::result::Result<Snapshot, String> {
-    let out = ssh(args, &t.dest, &host::probe_script(&t.config, paths))?;
+    let out = ssh(
+        args,
+        &t.dest,
+        &host::probe_script(&t.config, paths, dirs),
+        deadline,
+    )?;
     host::parse_probe(&out)
 }
 
 fn enroll_remote(args: &EnrollHostArgs, t: &Target, keys: &[CaKey], settings: &Settings) -> Report {
+    let deadline = Instant::now() + HOST_TIME_LIMIT;
     let req = t.request(keys, settings.remove);
     // Read up front what the plan usually needs, so most hosts take one probe.
     let config_dir = t.config.rsplit_once('/').map_or("", |(d, _)| d);
-    let mut first = vec![
-        t.ca_dest.clone(),
-        format!("{config_dir}/sshd_config.d/{}", host::DROP_IN),
-        format!("{}/sshd_config.d/{}", host::SSHDIR, host::DROP_IN),
+    let mut dirs = vec![
+        format!("{config_dir}/sshd_config.d"),
+        format!("{}/sshd_config.d", host::SSHDIR),
     ];
-    first.dedup();
-    let mut snap = match probe(args, t, &first) {
+    dirs.dedup();
+    let mut first = vec![t.ca_dest.clone()];
+    first.extend(dirs.iter().map(|d| format!("{d}/{}", host::DROP_IN)));
+    let mut snap = match probe(args, t, &first, &dirs, deadline) {
         Ok(s) => s,
         Err(e) => return report(Outcome::Failed(e)),
     };
     if let Err(why) = host::preflight(&snap, &req) {
         return report(Outcome::Refused(why));
     }
-    let config_text = match snap.files.get(&t.config) {
-        Some(FileState::Text(c)) => c.clone(),
-        _ => String::new(),
-    };
-    let missing: Vec<String> = host::files_needed(&config_text, &snap.dump, &req)
-        .into_iter()
-        .filter(|p| !snap.files.contains_key(p))
-        .collect();
-    if !missing.is_empty() {
-        match probe(args, t, &missing) {
-            Ok(more) => snap.files.extend(more.files),
+    let (files, dirs) = host::still_needed(&snap, &req);
+    if !files.is_empty() || !dirs.is_empty() {
+        match probe(args, t, &files, &dirs, deadline) {
+            Ok(more) => {
+                snap.files.extend(more.files);
+                snap.dirs.extend(more.dirs);
+            }
             Err(e) => return report(Outcome::Failed(e)),
         }
     }
@@ -843,7 +880,7 @@ fn enroll_remote(args: &EnrollHostArgs, t: &Target, keys: &[CaKey], settings: &S
             fail_after_write: settings.fail_after_write,
         },
     );
-    let outcome = match ssh(args, &t.dest, &script) {
+    let outcome = match ssh(args, &t.dest, &script, deadline) {
         Err(e) => Outcome::Failed(e),
         Ok(out) => match host::parse_apply_output(&out) {
             host::ScriptResult::Ok { notes } => {
@@ -872,12 +909,75 @@ fn enroll_remote(args: &EnrollHostArgs, t: &Target, keys: &[CaKey], settings: &S
 mod tests {
     use super::*;
 
+    fn check(dest: &str) -> std::result::Result<(), String> {
+        drill::parse_destination(dest, drill::UserPart::Optional)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn args(extra: &[&str]) -> EnrollHostArgs {
+        use clap::Parser as _;
+        let mut argv = vec!["sshbreak", "enroll-host"];
+        argv.extend(extra);
+        match crate::cli::Cli::parse_from(argv).command {
+            crate::cli::Command::EnrollHost(a) => a,
+            other => panic!("not enroll-host: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_users_ssh_options_come_before_the_timeouts_so_they_win() {
+        let a = args(&[
+            "-F",
+            "none",
+            "-p",
+            "2222",
+            "-o",
+            "ConnectTimeout=60",
+            "--sudo",
+            "root@web1",
+        ]);
+        let argv = ssh_args(&a, "root@web1");
+        let pos = |s: &str| argv.iter().position(|a| a == s).unwrap_or(usize::MAX);
+        assert_eq!(argv[..4], ["-F", "none", "-p", "2222"]);
+        assert!(
+            pos("ConnectTimeout=60") < pos("ConnectTimeout=10"),
+            "{argv:?}"
+        );
+        for must in SSH_DEFAULTS {
+            assert!(pos(must) < pos("--"), "{must} in {argv:?}");
+        }
+        assert_eq!(
+            argv[argv.len() - 6..],
+            ["--", "root@web1", "sudo", "-n", "sh", "-s"]
+        );
+    }
+
+    #[test]
+    fn verify_checks_every_destination_for_a_user_before_anything_runs() {
+        let err = check_args(&args(&["--verify", "root@a", "127.0.0.1"])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no user in destination `127.0.0.1`"),
+            "{err}"
+        );
+        assert!(err.downcast_ref::<crate::commands::UsageError>().is_some());
+        assert_eq!(check_args(&args(&["127.0.0.1"])).unwrap().len(), 1);
+        assert_eq!(
+            check_args(&args(&["--verify", "ssh://root@a:2222"]))
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
     #[test]
     fn hosts_file_lines_take_overrides_and_refuse_options() {
         let t = parse_hosts_file(
             "# fleet\n\nroot@a  sshd_config=/x/sshd_config ca_dest=/x/ca.pub # lab\nssh://b:2222\n",
             "/etc/ssh/sshd_config",
             "/etc/ssh/ca.pub",
+            &check,
         )
         .unwrap();
         assert_eq!(t.len(), 2);
@@ -885,8 +985,8 @@ mod tests {
         assert_eq!(t[0].config, "/x/sshd_config");
         assert_eq!(t[0].ca_dest, "/x/ca.pub");
         assert_eq!(t[1].config, "/etc/ssh/sshd_config");
-        let err = parse_hosts_file("-oProxyCommand=x\n", "/c", "/d").unwrap_err();
+        let err = parse_hosts_file("-oProxyCommand=x\n", "/c", "/d", &check).unwrap_err();
         assert!(err.contains("line 1"), "{err}");
-        assert!(parse_hosts_file("a port=2\n", "/c", "/d").is_err());
+        assert!(parse_hosts_file("a port=2\n", "/c", "/d", &check).is_err());
     }
 }
