@@ -315,6 +315,8 @@ pub struct ConnectArgs {
     pub command: Vec<String>,
 }
 
+/// The demo uses its own temporary home and software token: --home and --token are ignored, and
+/// neither ~/.sshbreak nor ~/.ssh is touched.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Keep the temporary directory (and print its path) instead of deleting it.

@@ -45,16 +45,7 @@ pub fn warn_once_soft_token(path: &Path) {
 /// without echo. `what` completes "Enter the PIN for …".
 pub fn read_pin(what: &str) -> Result<Pin> {
     if let Some(path) = std::env::var_os(PIN_FILE_ENV) {
-        let path = Path::new(&path);
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "cannot read the PIN file {} ({PIN_FILE_ENV})",
-                path.display()
-            )
-        })?;
-        let pin = text.strip_suffix('\n').unwrap_or(&text);
-        let pin = pin.strip_suffix('\r').unwrap_or(pin);
-        return Ok(Pin::new(pin)?);
+        return read_pin_file(Path::new(&path), PIN_FILE_ENV);
     }
     prompt_secret(&format!("Enter the PIN for {what}: ")).and_then(|p| Ok(Pin::new(p)?))
 }
@@ -63,13 +54,7 @@ pub fn read_pin(what: &str) -> Result<Pin> {
 /// (automation; separate from `SSHBREAK_PIN_FILE` so that changing a PIN can be scripted).
 pub fn read_new_pin() -> Result<Pin> {
     if let Some(path) = std::env::var_os("SSHBREAK_NEW_PIN_FILE") {
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read the new-PIN file {} (SSHBREAK_NEW_PIN_FILE)",
-                Path::new(&path).display()
-            )
-        })?;
-        return Ok(Pin::new(text.trim_end_matches(['\n', '\r']))?);
+        return read_pin_file(Path::new(&path), "SSHBREAK_NEW_PIN_FILE");
     }
     let first = Pin::new(prompt_secret("New PIN (4-63 characters): ")?)?;
     let second = prompt_secret("Repeat the new PIN: ")?;
@@ -77,6 +62,25 @@ pub fn read_new_pin() -> Result<Pin> {
         bail!("the two PINs differ; nothing was changed");
     }
     Ok(first)
+}
+
+/// A PIN from a file: the first line, without its line ending. A file other users can read is
+/// still used (the operator chose it) but named, since anyone who can read it can use the key.
+fn read_pin_file(path: &Path, var: &str) -> Result<Pin> {
+    use std::os::unix::fs::PermissionsExt;
+    let bytes = crate::fsx::read_small(path)
+        .with_context(|| format!("cannot read the PIN file named by {var}"))?;
+    if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+        warn(format!(
+            "the PIN file {} is readable by other users; `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("the PIN file {} is not UTF-8 text", path.display()))?;
+    let pin = text.lines().next().unwrap_or_default();
+    Ok(Pin::new(pin)?)
 }
 
 fn prompt_secret(prompt: &str) -> Result<String> {

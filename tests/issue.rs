@@ -78,11 +78,15 @@ fn assert_login(sshd: &Sshd, key: &Path, expect_ok: bool, what: &str) {
         );
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), user);
     } else {
-        assert!(
-            !out.status.success(),
+        // Refused by sshd's authentication, not failing for some other reason.
+        assert_eq!(
+            out.status.code(),
+            Some(255),
             "{what} must be refused: {}",
             text(&out)
         );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("Permission denied"), "{what}: {err}");
     }
 }
 

@@ -141,11 +141,6 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
     }
 }
 
-/// For subcommands whose issue has not landed yet: exit 2, as the usage contract says.
-pub fn not_implemented(what: &str) -> Result<ExitCode> {
-    Err(usage(format!("`sshbreak {what}` is not implemented yet")))
-}
-
 /// Write to stdout, propagating errors (a closed pipe ends the command quietly, see `report`).
 pub fn out(text: impl AsRef<str>) -> Result<()> {
     let mut stdout = io::stdout().lock();
