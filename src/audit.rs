@@ -53,7 +53,7 @@ struct Line {
 }
 
 fn hash_line(line: &str) -> String {
-    crate::token::soft::hex(&Sha256::digest(line.as_bytes()))
+    hex::encode(Sha256::digest(line.as_bytes()))
 }
 
 /// What appending found out about the counter.

@@ -1301,15 +1301,9 @@ case $eff in ''|none) ;; *) file_rec "$eff" ;; esac
 probe_end() { printf '@@sshbreak end 0 x x\n'; }
 "#;
 
+/// The probe writes file contents as `x` + hex (an empty file is a bare `x`).
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    let s = s.strip_prefix('x')?;
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    hex::decode(s.strip_prefix('x')?).ok()
 }
 
 /// Read the probe's records into a snapshot. `Err` when the output is cut short or garbled (a

@@ -1002,7 +1002,7 @@ fn parse_absolute(s: &str) -> std::result::Result<u64, Option<&'static str>> {
     u64::try_from(ts).map_err(|_| Some("before 1970"))
 }
 
-fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+pub(crate) fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     if head.eq_ignore_ascii_case(prefix) {
         s.get(prefix.len()..)

@@ -441,7 +441,7 @@ pub fn parse_destination(s: &str, user: UserPart) -> Result<Destination> {
     }
     // `crate::policy` has the same case-insensitive prefix helper, but private; policy.rs is
     // not this module's to change, so the few lines live here too until it is made pub(crate).
-    let (account, host) = if let Some(rest) = strip_prefix_ci(s, "ssh://") {
+    let (account, host) = if let Some(rest) = crate::policy::strip_prefix_ci(s, "ssh://") {
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (account, authority) = match rest.rsplit_once('@') {
             Some((u, a)) => (Some(u), a),
@@ -526,12 +526,6 @@ pub fn parse_destination(s: &str, user: UserPart) -> Result<Destination> {
         text: s.to_string(),
         user: account.map(str::to_string),
     })
-}
-
-fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
 }
 
 /// The lines of a hosts file that say something: `#` starts a comment; blank lines are skipped.

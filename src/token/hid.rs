@@ -280,7 +280,7 @@ impl SecurityKey for HidToken {
                 self.dev.product.clone()
             },
             path: self.dev.path.clone(),
-            aaguid: hex(&info.aaguid),
+            aaguid: hex::encode(info.aaguid),
             versions: info.versions,
             // The library reports an absent firmwareVersion as 0; the encoding is vendor-specific
             // (YubiKey: 0x050406 = 5.4.6), so show it raw.
@@ -524,10 +524,6 @@ fn ctap_status(text: &str) -> Option<(u8, String)> {
         return Some((code, name));
     }
     None
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Serialises library calls: the stdout diversion swaps a process-wide file descriptor.

@@ -62,7 +62,7 @@ struct StoredCredential {
 impl StoredCredential {
     fn signing_key(&self) -> Result<SigningKey, TokenError> {
         let bytes =
-            hex_decode(&self.private_key).ok_or_else(|| corrupt("a private key is not hex"))?;
+            hex::decode(&self.private_key).map_err(|_| corrupt("a private key is not hex"))?;
         SigningKey::from_slice(&bytes).map_err(|_| corrupt("a private key is invalid"))
     }
 
@@ -75,7 +75,7 @@ impl StoredCredential {
             .to_vec();
         Ok(CaCredential {
             application: self.rp_id.clone(),
-            user_id: hex_decode(&self.user_id).ok_or_else(|| corrupt("a user id is not hex"))?,
+            user_id: hex::decode(&self.user_id).map_err(|_| corrupt("a user id is not hex"))?,
             user_name: self.user_name.clone(),
             credential_id: self.cred_id()?,
             public_key_sec1: point,
@@ -84,7 +84,7 @@ impl StoredCredential {
     }
 
     fn cred_id(&self) -> Result<Vec<u8>, TokenError> {
-        hex_decode(&self.credential_id).ok_or_else(|| corrupt("a credential id is not hex"))
+        hex::decode(&self.credential_id).map_err(|_| corrupt("a credential id is not hex"))
     }
 }
 
@@ -108,7 +108,7 @@ impl SoftToken {
             random(&mut aaguid)?;
             let state = State {
                 format: FORMAT,
-                aaguid: hex(&aaguid),
+                aaguid: hex::encode(aaguid),
                 counter: 0,
                 pin_hash: None,
                 pin_retries: PIN_RETRIES,
@@ -263,7 +263,7 @@ impl SoftToken {
                 let mut signed = auth_data.clone();
                 signed.extend_from_slice(&Sha256::digest(message));
                 let sig: Signature = key.sign(&signed);
-                let user_id = hex_decode(&cred.user_id);
+                let user_id = hex::decode(&cred.user_id).ok();
                 Ok((
                     Assertion {
                         credential_id: cred.cred_id()?,
@@ -321,7 +321,7 @@ impl SecurityKey for SoftToken {
                 .map(|c| {
                     Ok(FoundCredential {
                         credential_id: c.cred_id()?,
-                        user_id: hex_decode(&c.user_id),
+                        user_id: hex::decode(&c.user_id).ok(),
                     })
                 })
                 .collect()
@@ -340,10 +340,10 @@ impl SecurityKey for SoftToken {
         random(&mut cred_id)?;
         let stored = StoredCredential {
             rp_id: req.application.clone(),
-            user_id: hex(&req.user_id),
+            user_id: hex::encode(&req.user_id),
             user_name: req.user_name.clone(),
-            credential_id: hex(&cred_id),
-            private_key: hex(&key.to_bytes()),
+            credential_id: hex::encode(cred_id),
+            private_key: hex::encode(key.to_bytes()),
             cred_protect: if req.verify_required {
                 CRED_PROTECT_UV_REQUIRED
             } else {
@@ -410,25 +410,11 @@ impl SecurityKey for SoftToken {
 }
 
 fn pin_hash(pin: &Pin) -> String {
-    hex(&Sha256::digest(pin.expose().as_bytes())[..16])
+    hex::encode(&Sha256::digest(pin.expose().as_bytes())[..16])
 }
 
 fn random(buf: &mut [u8]) -> Result<(), TokenError> {
     getrandom::fill(buf).map_err(|e| TokenError::Io(format!("no randomness from the OS: {e}")))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub(crate) fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.is_ascii() {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
@@ -528,7 +514,7 @@ mod tests {
         let Some(path) = std::env::var_os("SOFT_TOKEN_CHILD") else {
             return;
         };
-        let cred_id = hex_decode(&std::env::var("SOFT_TOKEN_CRED").unwrap()).unwrap();
+        let cred_id = hex::decode(std::env::var("SOFT_TOKEN_CRED").unwrap()).unwrap();
         let t = SoftToken::open(Path::new(&path)).unwrap();
         for _ in 0..40 {
             let a = t.sign(APP, &[&cred_id], b"x", None).unwrap();
@@ -557,7 +543,7 @@ mod tests {
                         "--nocapture",
                     ])
                     .env("SOFT_TOKEN_CHILD", dir.path().join("token.json"))
-                    .env("SOFT_TOKEN_CRED", hex(&cred.credential_id))
+                    .env("SOFT_TOKEN_CRED", hex::encode(&cred.credential_id))
                     .stdout(std::process::Stdio::piped())
                     .spawn()
                     .unwrap()
