@@ -53,20 +53,30 @@ impl Sshd {
 
     /// Start with extra configuration lines appended (before nothing else: put `Match` last).
     pub fn start_with(trusted_ca: Option<&Path>, extra: &str) -> Sshd {
-        let dir = tempfile::tempdir().unwrap();
-        let host_key = dir.path().join("host_ed25519");
-        let kg = run(Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&host_key));
-        assert!(kg.status.success(), "ssh-keygen host key: {kg:?}");
-        let mut config = Self::base_config(dir.path(), &host_key);
-        if let Some(ca) = trusted_ca {
-            config += &format!("TrustedUserCAKeys {}\n", ca.display());
+        // A free port can be taken by a parallel test between our probe and sshd's bind: then
+        // try again with another port.
+        let mut last = String::new();
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let host_key = dir.path().join("host_ed25519");
+            let kg = run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&host_key));
+            assert!(kg.status.success(), "ssh-keygen host key: {kg:?}");
+            let mut config = Self::base_config(dir.path(), &host_key);
+            if let Some(ca) = trusted_ca {
+                config += &format!("TrustedUserCAKeys {}\n", ca.display());
+            }
+            config += extra;
+            let config_path = dir.path().join("sshd_config");
+            std::fs::write(&config_path, config).unwrap();
+            match Self::spawn(dir, config_path) {
+                Ok(sshd) => return sshd,
+                Err(log) if log.contains("Address already in use") => last = log,
+                Err(log) => panic!("sshd did not start:\n{log}"),
+            }
         }
-        config += extra;
-        let config_path = dir.path().join("sshd_config");
-        std::fs::write(&config_path, config).unwrap();
-        Self::start_config(dir, config_path)
+        panic!("sshd found no free port in 5 tries:\n{last}");
     }
 
     /// The settings every test sshd needs, without TrustedUserCAKeys; `Port` comes first.
@@ -84,6 +94,12 @@ impl Sshd {
     /// Start sshd on a config file the caller wrote (it must name `<dir>/sshd.pid` as PidFile and
     /// 127.0.0.1 as its only ListenAddress).
     pub fn start_config(dir: TempDir, config: PathBuf) -> Sshd {
+        Self::spawn(dir, config).unwrap_or_else(|log| panic!("sshd did not start:\n{log}"))
+    }
+
+    /// Run `sshd -D` as our child and wait until *it* says it listens (a connect alone could reach
+    /// another test's sshd on a reused port). `Err` carries sshd's log when it exits first.
+    fn spawn(dir: TempDir, config: PathBuf) -> Result<Sshd, String> {
         let text = std::fs::read_to_string(&config).unwrap();
         assert!(
             text.contains("ListenAddress 127.0.0.1"),
@@ -117,22 +133,29 @@ impl Sshd {
             pid_file,
             child: Some(child),
         };
+        let ready = format!("Server listening on 127.0.0.1 port {port}");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = sshd
+        while !sshd.log_text().contains(&ready) {
+            let exited = sshd
                 .child
                 .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "sshd exited ({status}) before listening:\n{}",
-                    sshd.log_text()
-                );
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() {
+                return Err(sshd.log_text());
             }
-            assert!(Instant::now() < deadline, "sshd did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen on {port}:\n{}",
+                sshd.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
-        sshd
+        // Listening is logged just before accept starts; make sure the socket answers.
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not answer on {port}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(sshd)
     }
 
     pub fn log_text(&self) -> String {
