@@ -116,11 +116,7 @@ fn a_destination_that_looks_like_an_option_never_reaches_ssh() {
 #[test]
 fn a_destination_without_a_user_needs_n() {
     let env = Env::new();
-    let out = env
-        .cmd()
-        .args(["connect", "127.0.0.1", "true"])
-        .output()
-        .unwrap();
+    let out = env.run(&["connect", "127.0.0.1", "true"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("-n"));
 }
@@ -146,11 +142,7 @@ fn a_restricted_certificate_or_a_swapped_key_is_not_reused() {
     let sshd = Sshd::start(Some(&env.bundle()));
     let user = whoami();
     let dest = format!("{user}@127.0.0.1");
-    let restricted = env
-        .cmd()
-        .args(["issue", "-n", &user, "-O", "no-pty"])
-        .output()
-        .unwrap();
+    let restricted = env.run(&["issue", "-n", &user, "-O", "no-pty"]);
     assert!(restricted.status.success(), "{}", text(&restricted));
     let out = connect(&env, &sshd, &dest, &["true"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -171,12 +163,7 @@ fn a_restricted_certificate_or_a_swapped_key_is_not_reused() {
         .max_by_key(|p| fs::metadata(p).unwrap().modified().unwrap())
         .unwrap();
     fs::remove_file(&newest).unwrap();
-    let kg = common::run(
-        std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&newest),
-    );
-    assert!(kg.status.success());
+    common::keygen(&newest);
     let out = connect(&env, &sshd, &dest, &["true"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("Reusing"));

@@ -247,12 +247,7 @@ fn a_login_with_another_key_is_not_a_pass() {
     let env = Env::new();
     env.init_ca();
     let other = env.dir.path().join("id_other");
-    let kg = common::run(
-        std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&other),
-    );
-    assert!(kg.status.success(), "{}", text(&kg));
+    common::keygen(&other);
     let authorized = env.dir.path().join("authorized_keys");
     fs::copy(other.with_extension("pub"), &authorized).unwrap();
     let sshd = Sshd::start_with(
@@ -335,6 +330,6 @@ fn the_ssh_config_named_with_f_is_the_one_ssh_reads() {
         .count();
     assert_eq!(masters, 0, "a control master was set up");
 
-    let out = env.cmd().args(["drill", "-F", "", &dest]).output().unwrap();
+    let out = env.run(&["drill", "-F", "", &dest]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }

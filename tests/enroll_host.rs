@@ -36,10 +36,7 @@ impl Tree {
     fn new(head: &str, tail: &str) -> Tree {
         let dir = tempfile::tempdir().unwrap();
         let host_key = dir.path().join("host_ed25519");
-        let kg = run(Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&host_key));
-        assert!(kg.status.success(), "ssh-keygen: {}", text(&kg));
+        common::keygen(&host_key);
         let head = head.replace("@DIR@", &dir.path().display().to_string());
         let tail = tail.replace("@DIR@", &dir.path().display().to_string());
         let config = format!("{head}{}{tail}", Sshd::base_config(dir.path(), &host_key));
@@ -447,10 +444,7 @@ fn remote_mode_enrolls_three_hosts_in_parallel() {
     let env = Env::new();
     env.init_ca();
     let client = env.dir.path().join("client_ed25519");
-    let out = run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&client));
-    assert!(out.status.success());
+    common::keygen(&client);
     let client_pub = PathBuf::from(format!("{}.pub", client.display()));
 
     let trees = [
@@ -576,11 +570,7 @@ fn remote_mode_enrolls_three_hosts_in_parallel() {
 fn destinations_that_look_like_options_are_refused() {
     let env = Env::new();
     env.init_ca();
-    let out = env
-        .cmd()
-        .args(["enroll-host", "--", "-oProxyCommand=touch /tmp/pwned"])
-        .output()
-        .unwrap();
+    let out = env.run(&["enroll-host", "--", "-oProxyCommand=touch /tmp/pwned"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("begins with `-`"),

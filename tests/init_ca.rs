@@ -88,7 +88,7 @@ fn force_replaces_the_credential_and_its_bundle_line() {
     let env = Env::new();
     env.init_ca();
     let old = fs::read_to_string(env.bundle()).unwrap();
-    let out = env.cmd().args(["init-ca", "--force"]).output().unwrap();
+    let out = env.run(&["init-ca", "--force"]);
     assert!(out.status.success(), "{}", text(&out));
     let new = fs::read_to_string(env.bundle()).unwrap();
     assert_eq!(
@@ -131,7 +131,7 @@ fn a_backup_key_joins_the_bundle() {
 #[test]
 fn backup_without_a_primary_is_refused() {
     let env = Env::new();
-    let out = env.cmd().args(["init-ca", "--backup"]).output().unwrap();
+    let out = env.run(&["init-ca", "--backup"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(!env.home.join("ca").exists());
 }
@@ -146,7 +146,7 @@ fn recover_restores_a_deleted_handle_from_the_key() {
     fs::remove_file(&handle).unwrap();
     fs::remove_file(env.bundle()).unwrap();
 
-    let out = env.cmd().args(["init-ca", "--recover"]).output().unwrap();
+    let out = env.run(&["init-ca", "--recover"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Recovered"));
     assert_eq!(
@@ -166,7 +166,7 @@ fn recover_restores_a_deleted_handle_from_the_key() {
 #[test]
 fn recover_on_an_empty_key_says_so() {
     let env = Env::new();
-    let out = env.cmd().args(["init-ca", "--recover"]).output().unwrap();
+    let out = env.run(&["init-ca", "--recover"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds no sshbreak CA"));
 }
@@ -195,33 +195,21 @@ fn a_wrong_pin_costs_one_retry_and_says_how_many_are_left() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 4"));
-    let info = env
-        .cmd()
-        .args(["token", "list", "--json"])
-        .output()
-        .unwrap();
+    let info = env.run(&["token", "list", "--json"]);
     assert!(String::from_utf8_lossy(&info.stdout).contains("\"pin_retries\": 7"));
 }
 
 #[test]
 fn bare_ssh_application_is_a_usage_error() {
     let env = Env::new();
-    let out = env
-        .cmd()
-        .args(["init-ca", "--application", "ssh:"])
-        .output()
-        .unwrap();
+    let out = env.run(&["init-ca", "--application", "ssh:"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
 #[test]
 fn without_a_security_key_the_hid_token_fails_in_one_line() {
     let env = Env::new();
-    let out = env
-        .cmd()
-        .args(["--token", "hid", "init-ca"])
-        .output()
-        .unwrap();
+    let out = env.run(&["--token", "hid", "init-ca"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     let first = err.lines().next().unwrap_or_default();
@@ -236,13 +224,9 @@ fn without_a_security_key_the_hid_token_fails_in_one_line() {
 #[test]
 fn unimplemented_or_bad_usage_exits_2_without_a_panic() {
     let env = Env::new();
-    let out = env.cmd().args(["init-ca", "--bogus"]).output().unwrap();
+    let out = env.run(&["init-ca", "--bogus"]);
     assert_eq!(out.status.code(), Some(2));
-    let out = env
-        .cmd()
-        .args(["--token", "usb", "token", "list"])
-        .output()
-        .unwrap();
+    let out = env.run(&["--token", "usb", "token", "list"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
@@ -250,11 +234,7 @@ fn unimplemented_or_bad_usage_exits_2_without_a_panic() {
 #[test]
 fn a_verify_required_ca_signs_only_with_the_pin_and_recovery_keeps_the_flag() {
     let env = Env::new();
-    let out = env
-        .cmd()
-        .args(["init-ca", "--verify-required"])
-        .output()
-        .unwrap();
+    let out = env.run(&["init-ca", "--verify-required"]);
     assert!(out.status.success(), "{}", text(&out));
     let handle = env.home.join("ca/primary");
     assert!(
@@ -295,7 +275,7 @@ fn a_verify_required_ca_signs_only_with_the_pin_and_recovery_keeps_the_flag() {
 
     // Recovery reads the protection level from the key, not from the command line.
     fs::remove_file(&handle).unwrap();
-    let out = env.cmd().args(["init-ca", "--recover"]).output().unwrap();
+    let out = env.run(&["init-ca", "--recover"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         sshbreak::ca::CaHandle::read(&handle)

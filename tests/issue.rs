@@ -240,10 +240,7 @@ fn the_private_key_is_0600_and_pubkey_mode_writes_only_a_certificate() {
 
     // A colleague's key: only `<key>-cert.pub` is written next to it.
     let colleague = env.dir.path().join("colleague");
-    let kg = run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&colleague));
-    assert!(kg.status.success());
+    common::keygen(&colleague);
     let out = env
         .cmd()
         .args(["issue", "-n", "ubuntu", "--pubkey"])
@@ -261,7 +258,7 @@ fn the_private_key_is_0600_and_pubkey_mode_writes_only_a_certificate() {
         .arg(cert_of(&colleague)));
     assert!(listing.status.success());
     // Default location: a private folder under the home, and the audit log grew by one line each.
-    let out = env.cmd().args(["issue", "-n", "ubuntu"]).output().unwrap();
+    let out = env.run(&["issue", "-n", "ubuntu"]);
     assert!(out.status.success(), "{}", text(&out));
     let certs = env.home.join("certs");
     assert_eq!(
@@ -271,7 +268,7 @@ fn the_private_key_is_0600_and_pubkey_mode_writes_only_a_certificate() {
     assert_eq!(fs::read_dir(&certs).unwrap().count(), 3);
     let log = fs::read_to_string(env.home.join("audit.log")).unwrap();
     assert_eq!(log.lines().count(), 3);
-    let verify = env.cmd().args(["audit", "--verify"]).output().unwrap();
+    let verify = env.run(&["audit", "--verify"]);
     assert!(verify.status.success(), "{}", text(&verify));
 }
 
@@ -306,7 +303,7 @@ fn refusals_exit_non_zero_and_leave_no_file() {
         );
     }
     // No -n at all is a usage error from the parser.
-    let out = env.cmd().args(["issue"]).output().unwrap();
+    let out = env.run(&["issue"]);
     assert_eq!(out.status.code(), Some(2));
 
     // An existing output file is not overwritten, and nothing else is written next to it.
@@ -340,7 +337,7 @@ fn refusals_exit_non_zero_and_leave_no_file() {
 #[test]
 fn without_a_ca_issue_says_how_to_make_one() {
     let env = Env::new();
-    let out = env.cmd().args(["issue", "-n", "ubuntu"]).output().unwrap();
+    let out = env.run(&["issue", "-n", "ubuntu"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("init-ca"), "{err}");

@@ -379,21 +379,24 @@ fn check_options(opts: &DrillOptions) -> Result<()> {
 /// Check one `-o` value before it reaches ssh's command line: ssh must not be able to read it as
 /// another option, and it must hold nothing a terminal would interpret.
 pub(crate) fn check_ssh_option(o: &str) -> std::result::Result<(), String> {
-    if o.is_empty() || o.starts_with('-') || o.chars().any(char::is_control) {
-        return Err(format!(
-            "ssh option `{}` is empty, begins with `-` or holds a control character; write options as `-o Name=value`",
-            shown(o)
-        ));
-    }
-    Ok(())
+    check_ssh_arg("ssh option", o, "write options as `-o Name=value`")
 }
 
 /// Check a `-F` value: a file name or `none`.
 pub(crate) fn check_ssh_config(f: &str) -> std::result::Result<(), String> {
-    if f.is_empty() || f.starts_with('-') || f.chars().any(char::is_control) {
+    check_ssh_arg(
+        "ssh config",
+        f,
+        "write -F FILE (./FILE for a name that begins with `-`) or -F none",
+    )
+}
+
+/// The rule both share: not empty, not starting with `-`, no control characters.
+fn check_ssh_arg(what: &str, value: &str, how: &str) -> std::result::Result<(), String> {
+    if value.is_empty() || value.starts_with('-') || value.chars().any(char::is_control) {
         return Err(format!(
-            "ssh config `{}` is empty, begins with `-` or holds a control character; write -F FILE (./FILE for a name that begins with `-`) or -F none",
-            shown(f)
+            "{what} `{}` is empty, begins with `-` or holds a control character; {how}",
+            shown(value)
         ));
     }
     Ok(())

@@ -551,6 +551,23 @@ impl HostOps for LocalOps {
     }
 }
 
+/// Run one reload command: `done` on success, else the command and its first output line.
+fn run_reload(program: &str, args: &[&str], done: String) -> std::result::Result<String, String> {
+    let o = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program} ({e})"))?;
+    if o.status.success() {
+        Ok(done)
+    } else {
+        Err(format!(
+            "{program} {} failed ({})",
+            args.join(" "),
+            host::first_line(&combined(&o))
+        ))
+    }
+}
+
 /// Reload without dropping sessions: systemd for the system configuration when it runs sshd,
 /// otherwise SIGHUP to the sshd in the PidFile (sshd re-executes itself and keeps its children).
 fn reload_local(config: &str, dump: &str) -> std::result::Result<String, String> {
@@ -561,18 +578,8 @@ fn reload_local(config: &str, dump: &str) -> std::result::Result<String, String>
                 .status()
                 .is_ok_and(|s| s.success());
             if active {
-                let o = Command::new("systemctl")
-                    .args(["reload", unit])
-                    .output()
-                    .map_err(|e| format!("cannot run systemctl ({e})"))?;
-                return if o.status.success() {
-                    Ok(format!("reloaded sshd (systemctl reload {unit})"))
-                } else {
-                    Err(format!(
-                        "systemctl reload {unit} failed ({})",
-                        host::first_line(&combined(&o))
-                    ))
-                };
+                let done = format!("reloaded sshd (systemctl reload {unit})");
+                return run_reload("systemctl", &["reload", unit], done);
             }
         }
     }
@@ -581,18 +588,8 @@ fn reload_local(config: &str, dump: &str) -> std::result::Result<String, String>
         .ok()
         .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()));
     if let Some(pid) = pid.filter(|&p| p > 1 && is_sshd(p)) {
-        let o = Command::new("kill")
-            .args(["-HUP", &pid.to_string()])
-            .output()
-            .map_err(|e| format!("cannot run kill ({e})"))?;
-        return if o.status.success() {
-            Ok(format!("reloaded sshd (SIGHUP to pid {pid})"))
-        } else {
-            Err(format!(
-                "kill -HUP {pid} failed ({})",
-                host::first_line(&combined(&o))
-            ))
-        };
+        let done = format!("reloaded sshd (SIGHUP to pid {pid})");
+        return run_reload("kill", &["-HUP", &pid.to_string()], done);
     }
     Ok(format!(
         "sshd is not running (no live sshd in {pid_file}); it reads the new configuration when it starts"

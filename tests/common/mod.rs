@@ -35,6 +35,19 @@ pub fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// Make an unencrypted ed25519 key pair at `path` (and `path.pub`) with the real ssh-keygen.
+pub fn keygen(path: &Path) {
+    let out = run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path));
+    assert!(
+        out.status.success(),
+        "ssh-keygen -f {}: {}",
+        path.display(),
+        text(&out)
+    );
+}
+
 /// A throwaway sshd listening on 127.0.0.1 only.
 pub struct Sshd {
     pub port: u16,
@@ -59,10 +72,7 @@ impl Sshd {
         for _ in 0..5 {
             let dir = tempfile::tempdir().unwrap();
             let host_key = dir.path().join("host_ed25519");
-            let kg = run(Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(&host_key));
-            assert!(kg.status.success(), "ssh-keygen host key: {kg:?}");
+            keygen(&host_key);
             let mut config = Self::base_config(dir.path(), &host_key);
             if let Some(ca) = trusted_ca {
                 config += &format!("TrustedUserCAKeys {}\n", ca.display());
@@ -253,6 +263,11 @@ impl Env {
             .output()
             .unwrap();
         assert!(out.status.success(), "set-pin: {out:?}");
+    }
+
+    /// Run `sshbreak ARGS` with this env and return its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
     }
 
     /// `sshbreak` with this env's home, soft token and PIN file.
